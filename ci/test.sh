@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole CI run: `make test` calls this.
+#   1. make sure PostgreSQL and Redis are up (ci/services.sh)
+#   2. lint (rustfmt + clippy -D warnings)
+#   3. cargo test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== services =="
+bash ci/services.sh
+
+echo "== lint =="
+bash ci/lint.sh
+
+export RELAY_TEST_DATABASE_URL="${RELAY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export RELAY_TEST_REDIS_URL="${RELAY_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+
+echo "== tests =="
+echo "RELAY_TEST_DATABASE_URL=${RELAY_TEST_DATABASE_URL}"
+echo "RELAY_TEST_REDIS_URL=${RELAY_TEST_REDIS_URL}"
+# Not --all-targets: benches are harness=false binaries and would run the
+# full benchmark instead of a smoke test.
+cargo test --locked
+
+echo "== ok =="

@@ -1,0 +1,79 @@
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use super::DataDirArg;
+use crate::secrets::Secret;
+use crate::serve::{run as serve, ServeError, ServeSettings};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Directory of YAML config, read recursively and watched for changes.
+    #[arg(long, env = "RELAY_CONFIG_DIR", default_value = "./config.d")]
+    pub config_dir: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// Listen address for both planes.
+    #[arg(long, env = "RELAY_BIND", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Data plane port (inference API, /healthz).
+    #[arg(long, env = "RELAY_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Control plane port (admin API, dashboard, /version, /metrics); `off` disables it.
+    #[arg(long, env = "RELAY_CONTROL_PORT", default_value = "8081")]
+    pub control_port: ControlPort,
+    /// The age identity that decrypts sealed host keys; generated into the
+    /// data dir on first boot when unset. Must be stable across restarts.
+    #[arg(long, env = "RELAY_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// Bearer token granting admin access to the control plane.
+    #[arg(long, env = "RELAY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// A port number, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct ControlPort(pub Option<u16>);
+
+impl FromStr for ControlPort {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(ControlPort(None));
+        }
+        s.parse::<u16>().map(|p| ControlPort(Some(p))).map_err(|_| format!("`{s}` is neither a port number nor `off`"))
+    }
+}
+
+pub fn run(args: ServeArgs) -> ExitCode {
+    let settings = ServeSettings {
+        config_dir: args.config_dir,
+        data_dir: args.data.data_dir,
+        bind: args.bind,
+        port: args.port,
+        control_port: args.control_port.0,
+        master_key: args.master_key.map(Secret::new),
+        admin_token: args.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
+    };
+    let config_dir = settings.config_dir.clone();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(serve(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ServeError::InvalidConfig(problems)) => {
+            for p in &problems {
+                eprintln!("{}", super::validate::display_path(&config_dir, p));
+            }
+            eprintln!("error: {}", ServeError::InvalidConfig(problems));
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! Second phase of loading: typed documents → `Snapshot`. Resolves every
+//! reference, checks semantics the schema cannot express, resolves secrets and
+//! builds the lookup indices. Collects every problem; never stops early.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use globset::{Glob, GlobSetBuilder};
+use rustc_hash::FxHashMap;
+use sha2::{Digest, Sha256};
+
+use super::kinds::{BindingSpec, HostKeySpec, HostSpec, Kind, ModelSpec, PolicySpec, UserSpec};
+use super::problem::{Problem, Severity};
+use super::revision::Revision;
+use super::schema::closest;
+use super::snapshot::*;
+use super::source::Positions;
+use crate::secrets::{unseal, MasterKey, Secret};
+
+/// How sealed secrets are treated while compiling.
+#[derive(Clone, Copy)]
+pub enum SecretMode<'a> {
+    /// Check that sealed values are well-formed only (plain `validate`): the
+    /// keys stay out of the resulting pool.
+    CheckOnly,
+    /// Decrypt every sealed value (`serve`, `validate --decrypt`).
+    Decrypt(&'a MasterKey),
+}
+
+/// A typed document with the location data problems need.
+pub struct Located<T> {
+    pub spec: T,
+    pub file: PathBuf,
+    pub positions: Positions,
+}
+
+#[derive(Default)]
+pub struct Documents {
+    pub hosts: Vec<Located<HostSpec>>,
+    pub models: Vec<Located<ModelSpec>>,
+    pub bindings: Vec<Located<BindingSpec>>,
+    pub policies: Vec<Located<PolicySpec>>,
+    pub users: Vec<Located<UserSpec>>,
+}
+
+struct Reporter<'p> {
+    problems: &'p mut Vec<Problem>,
+}
+
+impl Reporter<'_> {
+    fn at<T>(&mut self, doc: &Located<T>, kind: Kind, name: &str, pointer: &str, sev: Severity, msg: String) {
+        let pos = doc.positions.of(pointer);
+        self.problems.push(Problem {
+            severity: sev,
+            file: doc.file.clone(),
+            line: pos.line,
+            column: pos.column,
+            kind: Some(kind),
+            name: Some(name.to_string()),
+            field: field_path(pointer),
+            message: msg,
+        });
+    }
+}
+
+/// `/keys/0/age` → `keys[0].age`; the root → `None`.
+pub fn field_path(pointer: &str) -> Option<String> {
+    let mut out = String::new();
+    for seg in pointer.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        if seg.parse::<usize>().is_ok() && !out.is_empty() {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&seg);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn location<T>(doc: &Located<T>) -> String {
+    let p = doc.positions.start;
+    format!("{}:{}", doc.file.display(), p.line)
+}
+
+/// Index of unique names, reporting duplicates at the later definition.
+fn unique_names<'a, T>(
+    docs: &'a [Located<T>],
+    kind: Kind,
+    name_of: impl Fn(&T) -> &str,
+    rep: &mut Reporter,
+) -> FxHashMap<Box<str>, usize> {
+    let mut index = FxHashMap::default();
+    let mut out = Vec::new();
+    for (i, d) in docs.iter().enumerate() {
+        let name = name_of(&d.spec);
+        match index.entry(Box::<str>::from(name)) {
+            Entry::Vacant(v) => {
+                v.insert(i);
+            }
+            Entry::Occupied(o) => out.push((i, *o.get())),
+        }
+    }
+    for (dup, first) in out {
+        let d = &docs[dup];
+        let name = name_of(&d.spec);
+        let msg = format!(
+            "duplicate {kind} name `{name}` (first defined at {}); names must be unique per kind",
+            location(&docs[first])
+        );
+        rep.at(d, kind, name, "/name", Severity::Error, msg);
+    }
+    index.into_iter().collect()
+}
+
+pub fn compile(docs: Documents, revision: Revision, secrets: SecretMode, problems: &mut Vec<Problem>) -> Snapshot {
+    let mut rep = Reporter { problems };
+
+    let host_index = unique_names(&docs.hosts, Kind::Host, |h| &h.name, &mut rep);
+    let model_names = unique_names(&docs.models, Kind::Model, |m| &m.name, &mut rep);
+    let _ = unique_names(&docs.bindings, Kind::Binding, |b| &b.name, &mut rep);
+    let policy_index = unique_names(&docs.policies, Kind::Policy, |p| &p.name, &mut rep);
+    let _ = unique_names(&docs.users, Kind::User, |u| &u.name, &mut rep);
+
+    let hosts: Vec<Host> = docs.hosts.iter().map(|d| compile_host(d, secrets, &mut rep)).collect();
+
+    // Model names and aliases share one namespace: the `model` clients send.
+    let mut model_index: FxHashMap<Box<str>, ModelId> =
+        model_names.iter().map(|(k, &v)| (k.clone(), v)).collect();
+    for (i, d) in docs.models.iter().enumerate() {
+        for (a, alias) in d.spec.aliases.iter().enumerate() {
+            let pointer = format!("/aliases/{a}");
+            match model_index.get(alias.as_str()) {
+                Some(&other) if other == i && alias != &d.spec.name => {
+                    let msg = format!("alias `{alias}` is listed twice");
+                    rep.at(d, Kind::Model, &d.spec.name, &pointer, Severity::Error, msg);
+                }
+                Some(&other) => {
+                    let o = &docs.models[other];
+                    let what = if o.spec.name == *alias { "the name" } else { "an alias" };
+                    let msg = format!(
+                        "duplicate alias `{alias}`: it is already {what} of model `{}` ({}); a name must resolve to one model",
+                        o.spec.name,
+                        location(o)
+                    );
+                    rep.at(d, Kind::Model, &d.spec.name, &pointer, Severity::Error, msg);
+                }
+                None => {
+                    model_index.insert(alias.as_str().into(), i);
+                }
+            }
+        }
+    }
+
+    let mut bindings = Vec::with_capacity(docs.bindings.len());
+    for d in &docs.bindings {
+        let b = &d.spec;
+        let model = model_names.get(b.model.as_str()).copied().or_else(|| {
+            let hint = suggest(&b.model, model_names.keys());
+            let alias_hint = model_index
+                .get(b.model.as_str())
+                .map(|&m| format!("; `{}` is an alias: use the model name `{}`", b.model, docs.models[m].spec.name))
+                .unwrap_or(hint);
+            let msg = format!("model `{}` does not exist{alias_hint}", b.model);
+            rep.at(d, Kind::Binding, &b.name, "/model", Severity::Error, msg);
+            None
+        });
+        let host = host_index.get(b.host.as_str()).copied().or_else(|| {
+            let msg = format!("host `{}` does not exist{}", b.host, suggest(&b.host, host_index.keys()));
+            rep.at(d, Kind::Binding, &b.name, "/host", Severity::Error, msg);
+            None
+        });
+        if let (Some(model), Some(host)) = (model, host) {
+            bindings.push(Binding {
+                name: b.name.clone(),
+                model,
+                host,
+                adapter: b.adapter,
+                upstream: b.upstream.clone(),
+                enabled: b.enabled,
+                priority: b.priority,
+                weight: b.weight,
+            });
+        }
+    }
+
+    let mut models: Vec<Model> = docs
+        .models
+        .iter()
+        .map(|d| {
+            let m = &d.spec;
+            Model {
+                name: m.name.clone(),
+                aliases: m.aliases.clone(),
+                description: m.description.clone(),
+                context_window: m.context_window,
+                max_output_tokens: m.max_output_tokens,
+                pricing: m.pricing.map(|p| Pricing {
+                    input_per_mtok: p.input_per_mtok,
+                    output_per_mtok: p.output_per_mtok,
+                    cache_read_per_mtok: p.cache_read_per_mtok.unwrap_or(p.input_per_mtok),
+                    cache_write_per_mtok: p.cache_write_per_mtok.unwrap_or(p.input_per_mtok),
+                }),
+                routes: Vec::new(),
+            }
+        })
+        .collect();
+    for (i, b) in bindings.iter().enumerate() {
+        if b.enabled {
+            models[b.model].routes.push(i);
+        }
+    }
+    for (i, m) in models.iter_mut().enumerate() {
+        // Stable sort keeps file order among equal priorities.
+        m.routes.sort_by_key(|&b| bindings[b].priority);
+        if m.routes.is_empty() && model_names.get(m.name.as_str()) == Some(&i) {
+            let d = &docs.models[i];
+            let msg = "model has no enabled binding, so requests for it get 404; add a Binding with \
+                       `model: <name>` or enable an existing one"
+                .to_string();
+            rep.at(d, Kind::Model, &m.name, "/name", Severity::Warning, msg);
+        }
+    }
+
+    let mut policies = Vec::with_capacity(docs.policies.len());
+    for d in &docs.policies {
+        let p = &d.spec;
+        let mut builder = GlobSetBuilder::new();
+        for (i, pattern) in p.models.iter().enumerate() {
+            let pointer = format!("/models/{i}");
+            match Glob::new(pattern) {
+                Ok(glob) => {
+                    let m = glob.compile_matcher();
+                    if !models.iter().any(|model| m.is_match(&model.name)) {
+                        let alias = model_index.get(pattern.as_str()).map(|&i| &models[i].name);
+                        let msg = match alias {
+                            Some(name) => format!(
+                                "`{pattern}` is an alias; policies grant catalog names, so write `{name}`"
+                            ),
+                            None => format!(
+                                "pattern `{pattern}` matches no catalog model{}",
+                                suggest(pattern, model_names.keys())
+                            ),
+                        };
+                        rep.at(d, Kind::Policy, &p.name, &pointer, Severity::Warning, msg);
+                    }
+                    builder.add(glob);
+                }
+                Err(e) => {
+                    let msg = format!("invalid pattern `{pattern}`: {}", e.kind());
+                    rep.at(d, Kind::Policy, &p.name, &pointer, Severity::Error, msg);
+                }
+            }
+        }
+        let matcher = builder.build().unwrap_or_else(|_| globset::GlobSet::empty());
+        policies.push(Policy {
+            name: p.name.clone(),
+            description: p.description.clone(),
+            patterns: p.models.clone(),
+            matcher,
+            limits: p.limits.unwrap_or_default(),
+            budget: p.budget,
+        });
+    }
+
+    let users = docs
+        .users
+        .iter()
+        .map(|d| User {
+            name: d.spec.name.clone(),
+            role: d.spec.role,
+            password_hash: Secret::new(d.spec.password_hash.clone()),
+        })
+        .collect();
+
+    Snapshot {
+        revision,
+        loaded_at: SystemTime::now(),
+        hosts,
+        models,
+        bindings,
+        policies,
+        users,
+        warnings: Vec::new(),
+        model_index,
+        host_index,
+        policy_index,
+    }
+}
+
+fn suggest<'a>(word: &str, names: impl Iterator<Item = &'a Box<str>>) -> String {
+    closest(word, names.map(|n| &**n)).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default()
+}
+
+fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) -> Host {
+    let h = &d.spec;
+    if h.keys.is_empty() {
+        let msg = "host has no keys; add at least one under `keys:` (`env: VAR` or a sealed `age:` value)".to_string();
+        rep.at(d, Kind::Host, &h.name, "/keys", Severity::Error, msg);
+    }
+    let mut keys = Vec::new();
+    let mut unavailable = Vec::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, k) in h.keys.iter().enumerate() {
+        let pointer = format!("/keys/{i}");
+        if let Some(first) = seen.insert(&k.name, i) {
+            let msg = format!("duplicate key name `{}` (also keys[{first}]); key names must be unique per host", k.name);
+            rep.at(d, Kind::Host, &h.name, &format!("{pointer}/name"), Severity::Error, msg);
+        }
+        match resolve_key(k, secrets) {
+            KeyResolution::Ready(source, secret) => {
+                let fingerprint = hex::encode(Sha256::digest(secret.expose().as_bytes()));
+                keys.push(HostKey { name: k.name.clone(), source, secret, fingerprint });
+            }
+            KeyResolution::Unavailable(source, reason, sev) => {
+                if let Some(sev) = sev {
+                    let field = if matches!(source, KeySource::Env(_)) { "env" } else { "age" };
+                    rep.at(d, Kind::Host, &h.name, &format!("{pointer}/{field}"), sev, reason.clone());
+                }
+                unavailable.push(UnavailableKey { name: k.name.clone(), source, reason });
+            }
+            KeyResolution::Invalid(msg) => rep.at(d, Kind::Host, &h.name, &pointer, Severity::Error, msg),
+        }
+    }
+    let b = h.breaker.clone().unwrap_or_default();
+    let defaults = BreakerSettings::default();
+    let dur = |v: Option<super::duration::ConfigDuration>, default: Duration| v.map_or(default, |d| d.0);
+    Host {
+        name: h.name.clone(),
+        description: h.description.clone(),
+        base_url: h.base_url.trim_end_matches('/').to_string(),
+        timeout: dur(h.timeout, Duration::from_secs(120)),
+        connect_timeout: dur(h.connect_timeout, Duration::from_secs(10)),
+        headers: h.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        selection: h.selection,
+        keys,
+        unavailable_keys: unavailable,
+        breaker: BreakerSettings {
+            auth_cooldown: dur(b.auth_cooldown, defaults.auth_cooldown),
+            quota_cooldown: dur(b.quota_cooldown, defaults.quota_cooldown),
+            rate_limit_cooldown: dur(b.rate_limit_cooldown, defaults.rate_limit_cooldown),
+            server_error_cooldown: dur(b.server_error_cooldown, defaults.server_error_cooldown),
+            server_error_threshold: b.server_error_threshold.unwrap_or(defaults.server_error_threshold),
+        },
+    }
+}
+
+enum KeyResolution {
+    Ready(KeySource, Secret),
+    /// Left out of the pool; reported with the severity when `Some`.
+    Unavailable(KeySource, String, Option<Severity>),
+    Invalid(String),
+}
+
+fn resolve_key(k: &HostKeySpec, secrets: SecretMode) -> KeyResolution {
+    match (&k.age, &k.env) {
+        (Some(_), Some(_)) => KeyResolution::Invalid(
+            "a key takes exactly one of `age:` (sealed value) or `env:` (variable name), not both".into(),
+        ),
+        (None, None) => KeyResolution::Invalid(
+            "a key needs a value source: `age:` with a value sealed by `relay secret encrypt`, or `env: VAR`".into(),
+        ),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => KeyResolution::Ready(KeySource::Env(var.clone()), Secret::new(v)),
+            _ => KeyResolution::Unavailable(
+                KeySource::Env(var.clone()),
+                format!(
+                    "environment variable {var} is not set; key `{}` stays out of the pool until it is set and relay reloads",
+                    k.name
+                ),
+                Some(Severity::Warning),
+            ),
+        },
+        (Some(armored), None) => match secrets {
+            SecretMode::Decrypt(master) => match unseal(master, armored) {
+                Ok(secret) => KeyResolution::Ready(KeySource::Sealed, secret),
+                Err(e) => KeyResolution::Unavailable(KeySource::Sealed, e.to_string(), Some(Severity::Error)),
+            },
+            SecretMode::CheckOnly => {
+                let t = armored.trim();
+                if t.ends_with("-----END AGE ENCRYPTED FILE-----") {
+                    KeyResolution::Unavailable(KeySource::Sealed, "not decrypted (validate without --decrypt)".into(), None)
+                } else {
+                    KeyResolution::Unavailable(
+                        KeySource::Sealed,
+                        "sealed value is truncated: the `-----END AGE ENCRYPTED FILE-----` line is missing; paste the \
+                         whole output of `relay secret encrypt`"
+                            .into(),
+                        Some(Severity::Error),
+                    )
+                }
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_path;
+
+    #[test]
+    fn field_paths_read_like_yaml() {
+        assert_eq!(field_path(""), None);
+        assert_eq!(field_path("/keys/0/age").as_deref(), Some("keys[0].age"));
+        assert_eq!(field_path("/limits/requests_per_minute").as_deref(), Some("limits.requests_per_minute"));
+        assert_eq!(field_path("/headers/a~1b").as_deref(), Some("headers.a/b"));
+    }
+}

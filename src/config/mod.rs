@@ -1,0 +1,214 @@
+//! Configuration as code: a directory of YAML documents → a validated,
+//! immutable [`Snapshot`].
+//!
+//! Stages: `source` (files → documents with positions) → `schema` (shape, per
+//! kind) → typed `kinds` → `compile` (references, semantics, secrets) →
+//! `Snapshot`. `reload` publishes snapshots; `watch` decides when to reload.
+
+pub mod compile;
+pub mod duration;
+pub mod kinds;
+pub mod problem;
+pub mod reload;
+pub mod revision;
+pub mod schema;
+pub mod snapshot;
+pub mod source;
+pub mod watch;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+pub use compile::SecretMode;
+pub use kinds::Kind;
+pub use problem::{Problem, Severity};
+pub use reload::{ConfigHandle, ReloadOutcome, ReloadStatus};
+pub use revision::Revision;
+pub use snapshot::Snapshot;
+
+use compile::{field_path, Documents, Located};
+use source::{Document, Pos};
+
+/// The directory itself could not be read: nothing to validate.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config directory {dir}: {err}; set RELAY_CONFIG_DIR (or --config-dir) to a directory of YAML files")]
+    Dir { dir: PathBuf, err: std::io::Error },
+}
+
+/// Result of loading a directory: the snapshot when there were no errors,
+/// and every problem (errors and warnings), sorted.
+#[derive(Debug)]
+pub struct Loaded {
+    pub snapshot: Option<Snapshot>,
+    pub problems: Vec<Problem>,
+    pub revision: Revision,
+}
+
+impl Loaded {
+    pub fn errors(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(|p| p.is_error())
+    }
+}
+
+/// Loads and checks a config directory exactly as `serve` and `validate` do.
+pub fn load_dir(dir: &Path, secrets: SecretMode) -> Result<Loaded, ConfigError> {
+    let dir_err = |err| ConfigError::Dir { dir: dir.to_path_buf(), err };
+    let files = source::discover(dir).map_err(dir_err)?;
+    let mut problems = Vec::new();
+    let mut hasher = revision::ContentHasher::default();
+    let mut docs = Documents::default();
+
+    for path in &files {
+        let rel = path.strip_prefix(dir).unwrap_or(path).to_path_buf();
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            // Deleted between listing and reading: a reload races an edit; the
+            // watcher will fire again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                problems.push(file_problem(&rel, Pos::default(), format!("cannot read file: {e}")));
+                continue;
+            }
+        };
+        hasher.file(&rel, &bytes);
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            problems.push(file_problem(&rel, Pos::default(), "file is not UTF-8 text".into()));
+            continue;
+        };
+        match source::parse_file(&rel, text) {
+            Ok(parsed) => parsed.into_iter().for_each(|d| classify(d, &mut docs, &mut problems)),
+            Err(e) => problems.push(file_problem(&e.file, e.pos, e.message)),
+        }
+    }
+
+    let revision = hasher.finish(revision::git_commit(dir));
+    if files.is_empty() {
+        problems.push(Problem {
+            severity: Severity::Warning,
+            file: PathBuf::from("."),
+            line: 0,
+            column: 0,
+            kind: None,
+            name: None,
+            field: None,
+            message: format!("no *.yaml or *.yml files in {}; relay will route nothing", dir.display()),
+        });
+    }
+
+    let mut snapshot = compile::compile(docs, revision.clone(), secrets, &mut problems);
+    problem::sort(&mut problems);
+    let ok = !problems.iter().any(Problem::is_error);
+    let snapshot = ok.then(|| {
+        snapshot.warnings = problems.clone();
+        snapshot
+    });
+    Ok(Loaded { snapshot, problems, revision })
+}
+
+fn file_problem(file: &Path, pos: Pos, message: String) -> Problem {
+    Problem {
+        severity: Severity::Error,
+        file: file.to_path_buf(),
+        line: pos.line,
+        column: pos.column,
+        kind: None,
+        name: None,
+        field: None,
+        message,
+    }
+}
+
+/// Routes one document to its kind after checking `kind`, `name` and the schema.
+fn classify(doc: Document, out: &mut Documents, problems: &mut Vec<Problem>) {
+    let mut problem = |pos: Pos, kind: Option<Kind>, name: Option<&str>, field: Option<String>, message: String| {
+        problems.push(Problem {
+            severity: Severity::Error,
+            file: doc.file.clone(),
+            line: pos.line,
+            column: pos.column,
+            kind,
+            name: name.map(String::from),
+            field,
+            message,
+        })
+    };
+    let Value::Object(map) = &doc.value else {
+        let msg = format!(
+            "a document must be a mapping with `kind` and `name`, found {}",
+            schema::describe(&doc.value)
+        );
+        return problem(doc.positions.start, None, None, None, msg);
+    };
+    let name: Option<String> = map.get("name").and_then(Value::as_str).map(String::from);
+    let name = name.as_deref();
+    let kind = match map.get("kind") {
+        None => {
+            let msg = format!(
+                "missing `kind`; every document needs `kind: <{}>` and a `name`",
+                kind_list(" | ")
+            );
+            return problem(doc.positions.start, None, name, None, msg);
+        }
+        Some(Value::String(k)) => match Kind::parse(k) {
+            Some(kind) => kind,
+            None => {
+                let hint = schema::closest(k, Kind::ALL.iter().map(|k| k.as_str()))
+                    .map(|c| format!("; did you mean `{c}`?"))
+                    .unwrap_or_default();
+                let msg = format!("unknown kind `{k}`; expected one of: {}{hint}", kind_list(", "));
+                return problem(doc.positions.value_of("/kind"), None, name, Some("kind".into()), msg);
+            }
+        },
+        Some(other) => {
+            let msg = format!("`kind` must be a string, found {}", schema::describe(other));
+            return problem(doc.positions.value_of("/kind"), None, name, Some("kind".into()), msg);
+        }
+    };
+
+    let violations = schema::check(kind, &doc.value);
+    if !violations.is_empty() {
+        for v in violations {
+            let pos = if v.at_value { doc.positions.value_of(&v.pointer) } else { doc.positions.of(&v.pointer) };
+            // A missing field is reported on its parent: name the field itself.
+            problem(pos, Some(kind), name, field_path(&v.pointer), v.message);
+        }
+        return;
+    }
+
+    let mut value = doc.value;
+    if let Value::Object(m) = &mut value {
+        m.remove("kind");
+    }
+    let file = doc.file;
+    let positions = doc.positions;
+    macro_rules! push {
+        ($vec:expr) => {
+            match serde_json::from_value(value) {
+                Ok(spec) => $vec.push(Located { spec, file, positions }),
+                Err(e) => problems.push(Problem {
+                    severity: Severity::Error,
+                    line: positions.start.line,
+                    column: positions.start.column,
+                    file,
+                    kind: Some(kind),
+                    name: name.map(String::from),
+                    field: None,
+                    message: e.to_string(),
+                }),
+            }
+        };
+    }
+    match kind {
+        Kind::Host => push!(out.hosts),
+        Kind::Model => push!(out.models),
+        Kind::Binding => push!(out.bindings),
+        Kind::Policy => push!(out.policies),
+        Kind::User => push!(out.users),
+    }
+}
+
+fn kind_list(sep: &str) -> String {
+    Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(sep)
+}

@@ -1,0 +1,179 @@
+//! Publishing snapshots: build a new one (may fail), then swap (cannot fail).
+//!
+//! Readers call [`ConfigHandle::snapshot`] once per request and keep the
+//! `Arc` to the end, so in-flight requests finish on the snapshot they
+//! started with. A rejected reload never replaces the current snapshot; it is
+//! recorded in [`ReloadStatus`] for the control plane.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use super::{load_dir, ConfigError, Problem, Revision, SecretMode, Snapshot};
+use crate::secrets::MasterKey;
+
+/// Why a directory could not become a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadFailure {
+    #[error(transparent)]
+    Dir(#[from] ConfigError),
+    #[error("config has {} error(s)", .0.iter().filter(|p| p.is_error()).count())]
+    Invalid(Vec<Problem>),
+}
+
+impl LoadFailure {
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            LoadFailure::Dir(e) => vec![Problem {
+                severity: super::Severity::Error,
+                file: PathBuf::from("."),
+                line: 0,
+                column: 0,
+                kind: None,
+                name: None,
+                field: None,
+                message: e.to_string(),
+            }],
+            LoadFailure::Invalid(p) => p.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReloadOutcome {
+    /// A new snapshot is live.
+    Applied { revision: Revision },
+    /// The directory's content equals the live snapshot's; nothing swapped.
+    Unchanged { revision: Revision },
+    /// The change was invalid; the previous snapshot keeps serving.
+    Rejected { revision: Option<Revision>, problems: Vec<Problem> },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedReload {
+    pub at: String,
+    pub revision: Option<Revision>,
+    pub problems: Vec<Problem>,
+}
+
+/// What the control plane shows about configuration loading.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadStatus {
+    pub revision: Revision,
+    pub loaded_at: String,
+    pub config_dir: PathBuf,
+    pub objects: super::snapshot::ObjectCounts,
+    /// Warnings of the live snapshot.
+    pub warnings: Vec<Problem>,
+    pub reloads_applied: u64,
+    pub reloads_failed: u64,
+    /// True when the most recent attempt was rejected and the directory still
+    /// differs from what is served.
+    pub last_attempt_failed: bool,
+    pub last_failed_reload: Option<FailedReload>,
+}
+
+pub struct ConfigHandle {
+    current: ArcSwap<Snapshot>,
+    status: Mutex<ReloadStatus>,
+    dir: PathBuf,
+    master_key: Arc<MasterKey>,
+}
+
+impl ConfigHandle {
+    /// First load at startup: an invalid directory is an error the caller
+    /// reports exactly as `relay validate` would.
+    pub fn load(dir: &Path, master_key: Arc<MasterKey>) -> Result<Self, LoadFailure> {
+        let loaded = load_dir(dir, SecretMode::Decrypt(&master_key))?;
+        let Some(snapshot) = loaded.snapshot else {
+            return Err(LoadFailure::Invalid(loaded.problems));
+        };
+        let status = ReloadStatus {
+            revision: snapshot.revision.clone(),
+            loaded_at: timestamp(snapshot.loaded_at),
+            config_dir: dir.to_path_buf(),
+            objects: snapshot.counts(),
+            warnings: snapshot.warnings.clone(),
+            reloads_applied: 0,
+            reloads_failed: 0,
+            last_attempt_failed: false,
+            last_failed_reload: None,
+        };
+        Ok(ConfigHandle {
+            current: ArcSwap::from_pointee(snapshot),
+            status: Mutex::new(status),
+            dir: dir.to_path_buf(),
+            master_key,
+        })
+    }
+
+    /// The live snapshot. Lock-free; hold the `Arc` for the whole request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Re-reads the directory. Blocking (file I/O, decryption): call it from
+    /// a blocking thread. `force` swaps even when the content is unchanged.
+    pub fn reload(&self, force: bool) -> ReloadOutcome {
+        let attempt = load_dir(&self.dir, SecretMode::Decrypt(&self.master_key));
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let (revision, problems) = match attempt {
+            Ok(loaded) => match loaded.snapshot {
+                Some(snapshot) => {
+                    let revision = snapshot.revision.clone();
+                    status.last_attempt_failed = false;
+                    if !force && revision == status.revision {
+                        return ReloadOutcome::Unchanged { revision };
+                    }
+                    status.revision = revision.clone();
+                    status.loaded_at = timestamp(snapshot.loaded_at);
+                    status.objects = snapshot.counts();
+                    status.warnings = snapshot.warnings.clone();
+                    status.reloads_applied += 1;
+                    self.current.store(Arc::new(snapshot));
+                    tracing::info!(%revision, "config reloaded");
+                    return ReloadOutcome::Applied { revision };
+                }
+                None => (Some(loaded.revision), loaded.problems),
+            },
+            Err(e) => (None, LoadFailure::Dir(e).problems()),
+        };
+        // The same broken content seen again (e.g. a second watcher event)
+        // is not a new failure.
+        let repeat = status.last_attempt_failed
+            && status.last_failed_reload.as_ref().is_some_and(|f| f.revision == revision && revision.is_some());
+        if !repeat {
+            status.reloads_failed += 1;
+            let errors = problems.iter().filter(|p| p.is_error()).count();
+            tracing::warn!(
+                revision = revision.as_ref().map(|r| r.to_string()),
+                errors,
+                serving = %status.revision,
+                "config reload rejected; still serving the last good config"
+            );
+            for p in problems.iter().filter(|p| p.is_error()) {
+                tracing::warn!("  {p}");
+            }
+        }
+        status.last_attempt_failed = true;
+        status.last_failed_reload =
+            Some(FailedReload { at: timestamp(SystemTime::now()), revision: revision.clone(), problems: problems.clone() });
+        ReloadOutcome::Rejected { revision, problems }
+    }
+}
+
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}

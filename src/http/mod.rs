@@ -1,0 +1,19 @@
+//! The HTTP edge: routers for the data plane and the control plane, and the
+//! one place errors become responses.
+
+pub mod control;
+pub mod data;
+pub mod error;
+
+use std::sync::Arc;
+
+use crate::config::{watch::Reloader, ConfigHandle};
+use crate::secrets::Secret;
+
+/// What handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ConfigHandle>,
+    pub reloader: Reloader,
+    pub admin_token: Option<Arc<Secret>>,
+}

@@ -1,0 +1,10 @@
+//! Secrets: the redacting `Secret` type, the master key (an age X25519
+//! identity) and sealing host key values for the repository.
+
+mod master_key;
+mod secret;
+mod sealed;
+
+pub use master_key::{MasterKey, MASTER_KEY_FILE};
+pub use sealed::{parse_recipient, seal, unseal, SealError};
+pub use secret::Secret;

@@ -1,0 +1,162 @@
+//! `relay serve`: wires config, planes and shutdown together.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::reload::LoadFailure;
+use crate::config::{watch, ConfigHandle, Problem};
+use crate::http::{self, AppState};
+use crate::secrets::{MasterKey, Secret};
+
+#[derive(Debug)]
+pub struct ServeSettings {
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub bind: IpAddr,
+    pub port: u16,
+    /// `None` disables the control plane.
+    pub control_port: Option<u16>,
+    pub master_key: Option<Secret>,
+    pub admin_token: Option<Secret>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("config is invalid ({} error(s)); fix the problems above (`relay validate` shows the same list)", .0.iter().filter(|p| p.is_error()).count())]
+    InvalidConfig(Vec<Problem>),
+    #[error("{0}")]
+    Config(String),
+    #[error("master key: {0}")]
+    MasterKey(String),
+    #[error("cannot listen on {addr}: {err}; is another process using the port? Set RELAY_PORT / RELAY_CONTROL_PORT")]
+    Bind { addr: SocketAddr, err: std::io::Error },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The master key from `RELAY_MASTER_KEY`, or the data dir's (generated on
+/// first boot).
+pub fn master_key(settings: &ServeSettings) -> Result<MasterKey, ServeError> {
+    if let Some(text) = &settings.master_key {
+        return MasterKey::parse(text.expose(), "RELAY_MASTER_KEY").map_err(|e| ServeError::MasterKey(e.to_string()));
+    }
+    let (key, created) =
+        MasterKey::load_or_generate(&settings.data_dir).map_err(|e| ServeError::MasterKey(e.to_string()))?;
+    let path = MasterKey::file_path(&settings.data_dir);
+    if created {
+        tracing::warn!(
+            path = %path.display(),
+            recipient = %key.recipient(),
+            "generated a new master key; it decrypts the sealed host keys, so keep it: back up the file, or set \
+             RELAY_MASTER_KEY to its contents on every replica"
+        );
+    } else {
+        tracing::info!(path = %path.display(), recipient = %key.recipient(), "using master key from the data directory");
+    }
+    Ok(key)
+}
+
+pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
+    let master = Arc::new(master_key(&settings)?);
+    let config_dir = settings.config_dir.clone();
+    let handle = tokio::task::spawn_blocking(move || ConfigHandle::load(&config_dir, master))
+        .await
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let handle = Arc::new(match handle {
+        Ok(h) => h,
+        Err(LoadFailure::Invalid(problems)) => return Err(ServeError::InvalidConfig(problems)),
+        Err(e) => return Err(ServeError::Config(e.to_string())),
+    });
+    let snap = handle.snapshot();
+    for w in &snap.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(revision = %snap.revision, dir = %settings.config_dir.display(), "config loaded");
+    drop(snap);
+
+    let shutdown = CancellationToken::new();
+    let reloader = watch::spawn(handle.clone(), shutdown.clone());
+    let state = AppState {
+        config: handle,
+        reloader,
+        admin_token: settings.admin_token.map(Arc::new),
+    };
+
+    let data_addr = SocketAddr::new(settings.bind, settings.port);
+    let data = bind(data_addr).await?;
+    tracing::info!("data plane listening on http://{}", data.local_addr()?);
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(serve(data, http::data::router(state.clone()), shutdown.clone()));
+
+    match settings.control_port {
+        Some(port) => {
+            let addr = SocketAddr::new(settings.bind, port);
+            let control = bind(addr).await?;
+            tracing::info!("control plane listening on http://{}", control.local_addr()?);
+            servers.spawn(serve(control, http::control::router(state), shutdown.clone()));
+        }
+        None => tracing::info!("control plane disabled (RELAY_CONTROL_PORT=off)"),
+    }
+
+    let signal_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        signal_shutdown.cancel();
+    });
+
+    while let Some(res) = servers.join_next().await {
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.cancel();
+                return Err(e.into());
+            }
+            Err(e) => {
+                shutdown.cancel();
+                return Err(ServeError::Config(format!("server task failed: {e}")));
+            }
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|err| ServeError::Bind { addr, err })
+}
+
+async fn serve(listener: TcpListener, app: axum::Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    // Without TCP_NODELAY a response written in two pieces waits out the
+    // peer's delayed ACK (~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
