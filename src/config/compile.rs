@@ -51,7 +51,9 @@ struct Reporter<'p> {
 
 impl Reporter<'_> {
     fn at<T>(&mut self, doc: &Located<T>, kind: Kind, name: &str, pointer: &str, sev: Severity, msg: String) {
-        let pos = doc.positions.of(pointer);
+        // Compile problems are about values (a dangling reference, a
+        // duplicate): point at the value, not at its key.
+        let pos = doc.positions.value_of(pointer);
         self.problems.push(Problem {
             severity: sev,
             file: doc.file.clone(),
@@ -156,9 +158,15 @@ pub fn compile(docs: Documents, revision: Revision, secrets: SecretMode, problem
         }
     }
 
+    // Models some enabled binding names, even one with other errors: those
+    // models get no "no enabled binding" warning on top of that error.
+    let mut named_by_binding = vec![false; docs.models.len()];
     let mut bindings = Vec::with_capacity(docs.bindings.len());
     for d in &docs.bindings {
         let b = &d.spec;
+        if let (true, Some(&m)) = (b.enabled, model_names.get(b.model.as_str())) {
+            named_by_binding[m] = true;
+        }
         let model = model_names.get(b.model.as_str()).copied().or_else(|| {
             let hint = suggest(&b.model, model_names.keys());
             let alias_hint = model_index
@@ -217,7 +225,7 @@ pub fn compile(docs: Documents, revision: Revision, secrets: SecretMode, problem
     for (i, m) in models.iter_mut().enumerate() {
         // Stable sort keeps file order among equal priorities.
         m.routes.sort_by_key(|&b| bindings[b].priority);
-        if m.routes.is_empty() && model_names.get(m.name.as_str()) == Some(&i) {
+        if !named_by_binding[i] && model_names.get(m.name.as_str()) == Some(&i) {
             let d = &docs.models[i];
             let msg = "model has no enabled binding, so requests for it get 404; add a Binding with \
                        `model: <name>` or enable an existing one"
@@ -378,7 +386,7 @@ fn resolve_key(k: &HostKeySpec, secrets: SecretMode) -> KeyResolution {
         (Some(armored), None) => match secrets {
             SecretMode::Decrypt(master) => match unseal(master, armored) {
                 Ok(secret) => KeyResolution::Ready(KeySource::Sealed, secret),
-                Err(e) => KeyResolution::Unavailable(KeySource::Sealed, e.to_string(), Some(Severity::Error)),
+                Err(e) => KeyResolution::Unavailable(KeySource::Sealed, format!("key `{}`: {e}", k.name), Some(Severity::Error)),
             },
             SecretMode::CheckOnly => {
                 let t = armored.trim();

@@ -55,6 +55,10 @@ fn strip_null(v: &mut Value) {
                 }
             }
             consts_to_enum(map);
+            // `Option` fields default to nothing, which is not worth saying.
+            if map.get("default").is_some_and(Value::is_null) {
+                map.remove("default");
+            }
             if let Some(Value::Array(e)) = map.get_mut("enum") {
                 e.retain(|x| !x.is_null());
             }
@@ -75,7 +79,7 @@ fn consts_to_enum(map: &mut Map<String, Value>) {
     let values: Vec<Value> = alts.iter().filter_map(|a| a.get("const").cloned()).collect();
     let docs: Vec<String> = alts
         .iter()
-        .filter_map(|a| Some(format!("`{}`: {}", a.get("const")?.as_str()?, a.get("description")?.as_str()?)))
+        .filter_map(|a| Some(format!("`{}`: {}", a.get("const")?.as_str()?, a.get("description")?.as_str()?.trim_end_matches('.'))))
         .collect();
     map.remove("oneOf");
     map.insert("type".into(), Value::from("string"));

@@ -185,7 +185,10 @@ struct RawDoc {
 }
 
 enum Frame {
-    Map { pointer: String, key: Option<String> },
+    /// `start` is the mark where the mapping began; yaml-rust2 places it after
+    /// the first key of a block mapping, so the first key's position is used
+    /// for the mapping instead, and `start` only for an empty mapping.
+    Map { pointer: String, key: Option<String>, start: Option<Pos> },
     Seq { pointer: String, index: usize },
     /// A complex (non-scalar) mapping key: ignored for positions.
     Skip,
@@ -213,13 +216,16 @@ impl Indexer {
                 *index += 1;
                 Some(p)
             }
-            Some(Frame::Map { pointer, key }) => match key.take() {
+            Some(Frame::Map { pointer, key, start }) => match key.take() {
                 Some(k) => Some(format!("{pointer}/{}", escape(&k))),
                 None => {
                     if let Event::Scalar(text, ..) = event {
                         let p = format!("{pointer}/{}", escape(text));
                         *key = Some(text.clone());
                         if let Some(d) = self.docs.last_mut() {
+                            if start.take().is_some() {
+                                d.positions.nodes.insert(pointer.clone(), pos);
+                            }
                             d.positions.keys.insert(p, pos);
                         }
                     } else if !matches!(event, Event::MappingEnd | Event::SequenceEnd) {
@@ -259,14 +265,14 @@ impl MarkedEventReceiver for Indexer {
                 match self.next_node(&ev, mark) {
                     Some(pointer) => {
                         let pos = Pos::from_marker(mark, 0);
-                        if let Some(d) = self.current() {
-                            d.nodes.insert(pointer.clone(), pos);
-                        }
-                        self.stack.push(if is_map {
-                            Frame::Map { pointer, key: None }
+                        if is_map {
+                            self.stack.push(Frame::Map { pointer, key: None, start: Some(pos) });
                         } else {
-                            Frame::Seq { pointer, index: 0 }
-                        });
+                            if let Some(d) = self.current() {
+                                d.nodes.insert(pointer.clone(), pos);
+                            }
+                            self.stack.push(Frame::Seq { pointer, index: 0 });
+                        }
                     }
                     None => {
                         if matches!(self.stack.last(), Some(Frame::Skip)) {
@@ -276,7 +282,11 @@ impl MarkedEventReceiver for Indexer {
                 }
             }
             Event::MappingEnd | Event::SequenceEnd => {
-                self.stack.pop();
+                if let Some(Frame::Map { pointer, start: Some(pos), .. }) = self.stack.pop() {
+                    if let Some(d) = self.current() {
+                        d.nodes.insert(pointer, pos);
+                    }
+                }
             }
             _ => {}
         }

@@ -1,0 +1,7 @@
+//! relay's integration tests: one binary, shared harness in `support`.
+
+mod cli;
+mod config_fixtures;
+mod reload;
+mod schemas;
+mod support;
