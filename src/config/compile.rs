@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use globset::{Glob, GlobSetBuilder};
+use globset::{Glob, GlobSet, GlobSetBuilder};
 use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 
@@ -36,8 +36,24 @@ pub struct Located<T> {
     pub positions: Positions,
 }
 
+/// Names of documents that failed the schema: references to them are not
+/// reported again as dangling (the document's own error says it all).
+#[derive(Default)]
+pub struct Rejected {
+    pub names: std::collections::HashSet<(Kind, String)>,
+    /// `model` of rejected bindings.
+    pub binding_models: std::collections::HashSet<String>,
+}
+
+impl Rejected {
+    fn has(&self, kind: Kind, name: &str) -> bool {
+        self.names.contains(&(kind, name.to_string()))
+    }
+}
+
 #[derive(Default)]
 pub struct Documents {
+    pub rejected: Rejected,
     pub hosts: Vec<Located<HostSpec>>,
     pub models: Vec<Located<ModelSpec>>,
     pub bindings: Vec<Located<BindingSpec>>,
@@ -85,8 +101,7 @@ pub fn field_path(pointer: &str) -> Option<String> {
 }
 
 fn location<T>(doc: &Located<T>) -> String {
-    let p = doc.positions.start;
-    format!("{}:{}", doc.file.display(), p.line)
+    format!("{}:{}", doc.file.display(), doc.positions.value_of("/name").line)
 }
 
 /// Index of unique names, reporting duplicates at the later definition.
@@ -137,8 +152,12 @@ pub fn compile(docs: Documents, revision: Revision, secrets: SecretMode, problem
         for (a, alias) in d.spec.aliases.iter().enumerate() {
             let pointer = format!("/aliases/{a}");
             match model_index.get(alias.as_str()) {
-                Some(&other) if other == i && alias != &d.spec.name => {
-                    let msg = format!("alias `{alias}` is listed twice");
+                Some(&other) if other == i => {
+                    let msg = if alias == &d.spec.name {
+                        format!("alias `{alias}` is the model's own name; remove it from `aliases`")
+                    } else {
+                        format!("alias `{alias}` is listed twice; remove one")
+                    };
                     rep.at(d, Kind::Model, &d.spec.name, &pointer, Severity::Error, msg);
                 }
                 Some(&other) => {
@@ -168,6 +187,9 @@ pub fn compile(docs: Documents, revision: Revision, secrets: SecretMode, problem
             named_by_binding[m] = true;
         }
         let model = model_names.get(b.model.as_str()).copied().or_else(|| {
+            if docs.rejected.has(Kind::Model, &b.model) {
+                return None;
+            }
             let hint = suggest(&b.model, model_names.keys());
             let alias_hint = model_index
                 .get(b.model.as_str())
@@ -178,6 +200,9 @@ pub fn compile(docs: Documents, revision: Revision, secrets: SecretMode, problem
             None
         });
         let host = host_index.get(b.host.as_str()).copied().or_else(|| {
+            if docs.rejected.has(Kind::Host, &b.host) {
+                return None;
+            }
             let msg = format!("host `{}` does not exist{}", b.host, suggest(&b.host, host_index.keys()));
             rep.at(d, Kind::Binding, &b.name, "/host", Severity::Error, msg);
             None
@@ -225,7 +250,8 @@ pub fn compile(docs: Documents, revision: Revision, secrets: SecretMode, problem
     for (i, m) in models.iter_mut().enumerate() {
         // Stable sort keeps file order among equal priorities.
         m.routes.sort_by_key(|&b| bindings[b].priority);
-        if !named_by_binding[i] && model_names.get(m.name.as_str()) == Some(&i) {
+        let named = named_by_binding[i] || docs.rejected.binding_models.contains(&m.name);
+        if !named && model_names.get(m.name.as_str()) == Some(&i) {
             let d = &docs.models[i];
             let msg = "model has no enabled binding, so requests for it get 404; add a Binding with \
                        `model: <name>` or enable an existing one"
@@ -234,46 +260,7 @@ pub fn compile(docs: Documents, revision: Revision, secrets: SecretMode, problem
         }
     }
 
-    let mut policies = Vec::with_capacity(docs.policies.len());
-    for d in &docs.policies {
-        let p = &d.spec;
-        let mut builder = GlobSetBuilder::new();
-        for (i, pattern) in p.models.iter().enumerate() {
-            let pointer = format!("/models/{i}");
-            match Glob::new(pattern) {
-                Ok(glob) => {
-                    let m = glob.compile_matcher();
-                    if !models.iter().any(|model| m.is_match(&model.name)) {
-                        let alias = model_index.get(pattern.as_str()).map(|&i| &models[i].name);
-                        let msg = match alias {
-                            Some(name) => format!(
-                                "`{pattern}` is an alias; policies grant catalog names, so write `{name}`"
-                            ),
-                            None => format!(
-                                "pattern `{pattern}` matches no catalog model{}",
-                                suggest(pattern, model_names.keys())
-                            ),
-                        };
-                        rep.at(d, Kind::Policy, &p.name, &pointer, Severity::Warning, msg);
-                    }
-                    builder.add(glob);
-                }
-                Err(e) => {
-                    let msg = format!("invalid pattern `{pattern}`: {}", e.kind());
-                    rep.at(d, Kind::Policy, &p.name, &pointer, Severity::Error, msg);
-                }
-            }
-        }
-        let matcher = builder.build().unwrap_or_else(|_| globset::GlobSet::empty());
-        policies.push(Policy {
-            name: p.name.clone(),
-            description: p.description.clone(),
-            patterns: p.models.clone(),
-            matcher,
-            limits: p.limits.unwrap_or_default(),
-            budget: p.budget,
-        });
-    }
+    let policies = compile_policies(&docs, &models, &model_names, &model_index, &mut rep);
 
     let users = docs
         .users
@@ -300,8 +287,89 @@ pub fn compile(docs: Documents, revision: Revision, secrets: SecretMode, problem
     }
 }
 
-fn suggest<'a>(word: &str, names: impl Iterator<Item = &'a Box<str>>) -> String {
-    closest(word, names.map(|n| &**n)).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default()
+fn compile_policies(
+    all_docs: &Documents,
+    models: &[Model],
+    model_names: &FxHashMap<Box<str>, usize>,
+    model_index: &FxHashMap<Box<str>, ModelId>,
+    rep: &mut Reporter,
+) -> Vec<Policy> {
+    let docs = &all_docs.policies;
+    // Which patterns match some model: one set of every pattern of every
+    // policy, run once per model (per pattern × model is quadratic).
+    let mut all = GlobSetBuilder::new();
+    let mut owners = Vec::new(); // (policy, pattern index) per glob in `all`
+    let mut policies = Vec::with_capacity(docs.len());
+    for (pi, d) in docs.iter().enumerate() {
+        let p = &d.spec;
+        let mut builder = GlobSetBuilder::new();
+        for (i, pattern) in p.models.iter().enumerate() {
+            match Glob::new(pattern) {
+                Ok(glob) => {
+                    all.add(glob.clone());
+                    owners.push((pi, i));
+                    builder.add(glob);
+                }
+                Err(e) => {
+                    let msg = format!("invalid pattern `{pattern}`: {}", e.kind());
+                    rep.at(d, Kind::Policy, &p.name, &format!("/models/{i}"), Severity::Error, msg);
+                }
+            }
+        }
+        policies.push(Policy {
+            name: p.name.clone(),
+            description: p.description.clone(),
+            patterns: p.models.clone(),
+            matcher: builder.build().unwrap_or_else(|_| GlobSet::empty()),
+            limits: p.limits.unwrap_or_default(),
+            budget: p.budget,
+        });
+    }
+    let all = all.build().unwrap_or_else(|_| GlobSet::empty());
+    let mut matched = vec![false; owners.len()];
+    let mut hits = Vec::new();
+    for m in models {
+        all.matches_into(m.name.as_str(), &mut hits);
+        hits.iter().for_each(|&g| matched[g] = true);
+    }
+    for (g, &(pi, i)) in owners.iter().enumerate() {
+        if matched[g] {
+            continue;
+        }
+        let d = &docs[pi];
+        let pattern = &d.spec.models[i];
+        if all_docs.rejected.has(Kind::Model, pattern) {
+            continue;
+        }
+        let msg = match model_index.get(pattern.as_str()) {
+            Some(&m) => format!("`{pattern}` is an alias; policies grant catalog names, so write `{}`", models[m].name),
+            // Typos are worth a suggestion; globs are not.
+            None => format!(
+                "pattern `{pattern}` matches no catalog model, so it grants nothing{}",
+                if is_literal(pattern) { suggest(pattern, model_names.keys()) } else { String::new() }
+            ),
+        };
+        rep.at(d, Kind::Policy, &d.spec.name, &format!("/models/{i}"), Severity::Warning, msg);
+    }
+    policies
+}
+
+fn is_literal(pattern: &str) -> bool {
+    !pattern.contains(['*', '?', '[', '{'])
+}
+
+/// "; did you mean `x`?" for a likely typo, else the known names when they
+/// are few enough to list.
+fn suggest<'a>(word: &str, names: impl Iterator<Item = &'a Box<str>> + Clone) -> String {
+    if let Some(c) = closest(word, names.clone().map(|n| &**n)) {
+        return format!("; did you mean `{c}`?");
+    }
+    let mut known: Vec<&str> = names.map(|n| &**n).collect();
+    if known.is_empty() || known.len() > 8 {
+        return String::new();
+    }
+    known.sort_unstable();
+    format!("; defined: {}", known.join(", "))
 }
 
 fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) -> Host {
@@ -309,6 +377,15 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
     if h.keys.is_empty() {
         let msg = "host has no keys; add at least one under `keys:` (`env: VAR` or a sealed `age:` value)".to_string();
         rep.at(d, Kind::Host, &h.name, "/keys", Severity::Error, msg);
+    }
+    for name in h.headers.keys() {
+        if CREDENTIAL_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            let msg = format!(
+                "`{name}` carries credentials, which must not sit in the repository in plaintext; put the value \
+                 under `keys:` (sealed `age:` or `env:`) and relay sends it with the adapter's auth header"
+            );
+            rep.at(d, Kind::Host, &h.name, &format!("/headers/{name}"), Severity::Error, msg);
+        }
     }
     let mut keys = Vec::new();
     let mut unavailable = Vec::new();
@@ -356,6 +433,9 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
         },
     }
 }
+
+/// Header names whose values are credentials.
+const CREDENTIAL_HEADERS: [&str; 5] = ["authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key"];
 
 enum KeyResolution {
     Ready(KeySource, Secret),

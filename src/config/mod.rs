@@ -139,7 +139,7 @@ fn classify(doc: Document, out: &mut Documents, problems: &mut Vec<Problem>) {
             "a document must be a mapping with `kind` and `name`, found {}",
             schema::describe(&doc.value)
         );
-        return problem(doc.positions.start, None, None, None, msg);
+        return problem(doc.positions.value_of(""), None, None, None, msg);
     };
     let name: Option<String> = map.get("name").and_then(Value::as_str).map(String::from);
     let name = name.as_deref();
@@ -149,7 +149,7 @@ fn classify(doc: Document, out: &mut Documents, problems: &mut Vec<Problem>) {
                 "missing `kind`; every document needs `kind: <{}>` and a `name`",
                 kind_list(" | ")
             );
-            return problem(doc.positions.start, None, name, None, msg);
+            return problem(doc.positions.value_of(""), None, name, None, msg);
         }
         Some(Value::String(k)) => match Kind::parse(k) {
             Some(kind) => kind,
@@ -167,8 +167,26 @@ fn classify(doc: Document, out: &mut Documents, problems: &mut Vec<Problem>) {
         }
     };
 
-    let violations = schema::check(kind, &doc.value);
-    if !violations.is_empty() {
+    let mut violations = Vec::new();
+    for (pointer, pos, first) in &doc.positions.duplicate_keys {
+        let key = pointer.rsplit('/').next().unwrap_or_default();
+        let msg = format!("duplicate key `{key}` (already set on line {}); a field may appear only once", first.line);
+        problem(*pos, Some(kind), name, field_path(pointer), msg);
+    }
+    let duplicates = !doc.positions.duplicate_keys.is_empty();
+    violations.extend(schema::check(kind, &doc.value));
+    let binding_model = (kind == Kind::Binding).then(|| map.get("model").and_then(Value::as_str)).flatten();
+    let binding_model = binding_model.map(String::from);
+    let reject = |out: &mut Documents| {
+        if let Some(n) = name {
+            out.rejected.names.insert((kind, n.to_string()));
+        }
+        if let Some(m) = &binding_model {
+            out.rejected.binding_models.insert(m.clone());
+        }
+    };
+    if duplicates || !violations.is_empty() {
+        reject(out);
         for v in violations {
             let pos = if v.at_value { doc.positions.value_of(&v.pointer) } else { doc.positions.of(&v.pointer) };
             // A missing field is reported on its parent: name the field itself.
@@ -181,22 +199,19 @@ fn classify(doc: Document, out: &mut Documents, problems: &mut Vec<Problem>) {
     if let Value::Object(m) = &mut value {
         m.remove("kind");
     }
-    let file = doc.file;
-    let positions = doc.positions;
     macro_rules! push {
         ($vec:expr) => {
-            match serde_json::from_value(value) {
-                Ok(spec) => $vec.push(Located { spec, file, positions }),
-                Err(e) => problems.push(Problem {
-                    severity: Severity::Error,
-                    line: positions.start.line,
-                    column: positions.start.column,
-                    file,
-                    kind: Some(kind),
-                    name: name.map(String::from),
-                    field: None,
-                    message: e.to_string(),
-                }),
+            match serde_path_to_error::deserialize(value) {
+                Ok(spec) => $vec.push(Located { spec, file: doc.file.clone(), positions: doc.positions }),
+                Err(e) => {
+                    // The schema admitted it but the types did not (e.g. a
+                    // duration too large to represent).
+                    let pointer = path_pointer(e.path());
+                    let pos = doc.positions.value_of(&pointer);
+                    let message = e.into_inner().to_string();
+                    reject(out);
+                    problem(pos, Some(kind), name, field_path(&pointer), message);
+                }
             }
         };
     }
@@ -207,6 +222,20 @@ fn classify(doc: Document, out: &mut Documents, problems: &mut Vec<Problem>) {
         Kind::Policy => push!(out.policies),
         Kind::User => push!(out.users),
     }
+}
+
+/// serde_path_to_error's path (`keys[0].age`) → JSON pointer (`/keys/0/age`).
+fn path_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("/{index}")),
+            Segment::Map { key } => out.push_str(&format!("/{}", key.replace('~', "~0").replace('/', "~1"))),
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    out
 }
 
 fn kind_list(sep: &str) -> String {

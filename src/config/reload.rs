@@ -142,7 +142,8 @@ impl ConfigHandle {
                     status.objects = snapshot.counts();
                     status.warnings = snapshot.warnings.clone();
                     status.reloads_applied += 1;
-                    self.current.store(Arc::new(snapshot));
+                    let old = self.current.swap(Arc::new(snapshot));
+                    retire(old);
                     tracing::info!(%revision, "config reloaded");
                     return ReloadOutcome::Applied { revision };
                 }
@@ -171,6 +172,23 @@ impl ConfigHandle {
         status.last_failed_reload =
             Some(FailedReload { at: timestamp(SystemTime::now()), revision: revision.clone(), problems: problems.clone() });
         ReloadOutcome::Rejected { revision, problems }
+    }
+}
+
+/// Frees a replaced snapshot off the request path. Dropping a large snapshot
+/// takes milliseconds; without this, whichever request happened to hold the
+/// last reference would pay for it.
+fn retire(old: Arc<Snapshot>) {
+    let spawned = std::thread::Builder::new().name("relay-retire".into()).spawn(move || {
+        // In-flight requests (streams included) finish on the old snapshot;
+        // wait for them, but not forever.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+        while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "could not spawn the snapshot retire thread; dropping inline");
     }
 }
 

@@ -55,6 +55,7 @@ fn strip_null(v: &mut Value) {
                 }
             }
             consts_to_enum(map);
+            add_integer_bounds(map);
             // `Option` fields default to nothing, which is not worth saying.
             if map.get("default").is_some_and(Value::is_null) {
                 map.remove("default");
@@ -67,6 +68,19 @@ fn strip_null(v: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(strip_null),
         _ => {}
     }
+}
+
+/// schemars notes `format: uint32` but no bound, so out-of-range numbers
+/// would pass the schema and fail later without a position.
+fn add_integer_bounds(map: &mut Map<String, Value>) {
+    let (min, max): (i64, u64) = match map.get("format").and_then(Value::as_str) {
+        Some("int32") => (i32::MIN as i64, i32::MAX as u64),
+        Some("uint32") => (0, u32::MAX as u64),
+        Some("uint64") => (0, u64::MAX),
+        _ => return,
+    };
+    map.entry("minimum").or_insert(Value::from(min));
+    map.insert("maximum".into(), Value::from(max));
 }
 
 /// schemars renders documented unit variants as `oneOf` of `const`s; a plain
@@ -177,7 +191,9 @@ pub fn check(kind: Kind, doc: &Value) -> Vec<Violation> {
             ValidationErrorKind::Type { kind } => {
                 out.push(Violation {
                     pointer: at,
-                    at_value: true,
+                    // An empty value has no position of its own (the parser
+                    // marks the next token): point at its key.
+                    at_value: !err.instance.is_null(),
                     message: format!("expected {}, found {}", type_name(kind), describe(&err.instance)),
                 });
             }
@@ -212,7 +228,27 @@ pub fn check(kind: Kind, doc: &Value) -> Vec<Violation> {
             _ => out.push(Violation { pointer: at, at_value: true, message: err.to_string() }),
         }
     }
+    drop_required_explained_by_typos(&mut out);
     out
+}
+
+/// `base_ulr: …` yields both "unknown field `base_ulr`; did you mean
+/// `base_url`?" and "missing required field `base_url`": keep the first.
+fn drop_required_explained_by_typos(out: &mut Vec<Violation>) {
+    let typos: Vec<(String, String)> = out
+        .iter()
+        .filter_map(|v| {
+            let (parent, _) = v.pointer.rsplit_once('/')?;
+            let suggested = v.message.split("did you mean `").nth(1)?.split('`').next()?;
+            Some((parent.to_string(), suggested.to_string()))
+        })
+        .collect();
+    out.retain(|v| {
+        let Some(field) = v.message.strip_prefix("missing required field `").and_then(|m| m.strip_suffix('`')) else {
+            return true;
+        };
+        !typos.iter().any(|(parent, s)| *parent == v.pointer && s == field)
+    });
 }
 
 pub const PLAINTEXT: &str = "plaintext secret values are not allowed in config; seal the value with \
@@ -239,19 +275,24 @@ fn unknown_field_message(at: &str, field: &str, known: &[String]) -> String {
     msg
 }
 
+/// Messages for values that do not match their pattern. Fields that may
+/// hold a secret typed in the wrong place never echo the value: messages
+/// reach logs and the control plane.
 fn pattern_message(at: &str, instance: &Value) -> String {
     let field = last_segment(at);
     let got = describe(instance);
     match field {
         "age" => format!(
-            "{got} is not a sealed value (expected an armored `-----BEGIN AGE ENCRYPTED FILE-----` block); \
+            "not a sealed value (expected an armored `-----BEGIN AGE ENCRYPTED FILE-----` block); \
              {PLAINTEXT}"
         ),
-        "env" => format!("{got} is not an environment variable name (letters, digits and `_`)"),
+        "env" => "not an environment variable name (letters, digits and `_`); `env:` takes the name of a \
+                  variable, never the secret itself"
+            .into(),
         "base_url" => format!("{got} is not an http(s) URL; use the API root, e.g. https://api.openai.com/v1"),
-        "password_hash" => format!(
-            "{got} is not an argon2id hash; generate one with `relay user hash-password` (never put a password here)"
-        ),
+        "password_hash" => "not an argon2id hash; generate one with `relay user hash-password` \
+                            (never put a password here)"
+            .into(),
         _ if instance.is_string() && looks_like_duration_field(field) => {
             format!("{got} is not a duration; write it like `120s`, `1h30m` or `500ms`")
         }
@@ -277,9 +318,17 @@ fn known_properties(schema: &Value, schema_path: &str) -> Vec<String> {
 /// The candidate closest to `word`, if it is close enough to be a typo.
 pub fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let lower = word.to_ascii_lowercase();
+    let len = lower.chars().count();
     candidates
-        .map(|c| (strsim::damerau_levenshtein(&lower, &c.to_ascii_lowercase()), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .filter_map(|c| {
+            let limit = 2.max(c.len() / 3);
+            // Cheap length filter first: distance is at least the length gap.
+            if c.len().abs_diff(len) > limit {
+                return None;
+            }
+            let d = strsim::osa_distance(&lower, &c.to_ascii_lowercase());
+            (d <= limit).then_some((d, c))
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
@@ -343,7 +392,8 @@ mod tests {
     fn unknown_field_suggests_closest() {
         let v = check(Kind::Host, &json!({"kind":"Host","name":"h","base_ur":"https://x","keys":[]}));
         assert!(v.iter().any(|x| x.pointer == "/base_ur" && x.message.contains("did you mean `base_url`")), "{v:?}");
-        assert!(v.iter().any(|x| x.message == "missing required field `base_url`"), "{v:?}");
+        // The typo explains the missing field; it is not reported twice.
+        assert!(!v.iter().any(|x| x.message.contains("missing required field")), "{v:?}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
@@ -31,6 +32,9 @@ impl Pos {
 pub struct Positions {
     /// Start of the document.
     pub start: Pos,
+    /// Keys repeated within one mapping, which YAML parsers resolve silently
+    /// by keeping the last: (pointer, position, position of the first).
+    pub duplicate_keys: Vec<(String, Pos, Pos)>,
     /// Position of each mapping key, by the JSON pointer of its value.
     keys: HashMap<String, Pos>,
     /// Position of each node, by JSON pointer.
@@ -120,11 +124,9 @@ fn is_yaml(path: &Path) -> bool {
 pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Document>, SourceError> {
     let mut indexer = Indexer::default();
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut indexer, true).map_err(|e| SourceError {
-        file: file.to_path_buf(),
-        pos: Pos::from_marker(*e.marker(), 0),
-        message: format!("YAML syntax error: {}", e.info()),
-    })?;
+    if let Err(e) = parser.load(&mut indexer, true) {
+        return Err(syntax_error(file, text, Pos::from_marker(*e.marker(), 0), e.info()));
+    }
 
     let offsets = CharOffsets::new(text);
     let starts: Vec<usize> = indexer.docs.iter().map(|d| d.start_char).collect();
@@ -150,6 +152,35 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Document>, SourceError>
         docs.push(Document { file: file.to_path_buf(), value, positions: raw.positions });
     }
     Ok(docs)
+}
+
+/// libyaml (inside serde_yaml) explains syntax errors with context ("while
+/// parsing a flow sequence at line 3 column 9"), so prefer its message and
+/// position; yaml-rust2's is the fallback.
+fn syntax_error(file: &Path, text: &str, pos: Pos, info: &str) -> SourceError {
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        if let Err(e) = serde_yaml::Value::deserialize(doc) {
+            if let Some(l) = e.location() {
+                let full = e.to_string();
+                // Drop the first " at line L column C" (we print positions
+                // ourselves) but keep the context that follows it.
+                let message = match full.find(" at line ") {
+                    Some(i) => {
+                        let rest = &full[i + 9..];
+                        let tail = rest.find(", ").map_or("", |j| &rest[j..]);
+                        format!("{}{tail}", &full[..i])
+                    }
+                    None => full,
+                };
+                return SourceError {
+                    file: file.to_path_buf(),
+                    pos: Pos { line: l.line(), column: l.column() },
+                    message: format!("YAML syntax error: {message}"),
+                };
+            }
+        }
+    }
+    SourceError { file: file.to_path_buf(), pos, message: format!("YAML syntax error: {info}") }
 }
 
 /// serde_yaml appends " at line L column C"; we print positions ourselves.
@@ -226,7 +257,9 @@ impl Indexer {
                             if start.take().is_some() {
                                 d.positions.nodes.insert(pointer.clone(), pos);
                             }
-                            d.positions.keys.insert(p, pos);
+                            if let Some(first) = d.positions.keys.insert(p.clone(), pos) {
+                                d.positions.duplicate_keys.push((p, pos, first));
+                            }
                         }
                     } else if !matches!(event, Event::MappingEnd | Event::SequenceEnd) {
                         // Complex key: consume it without indexing.
