@@ -1,3 +1,4 @@
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 //! relay: a self-hosted LLM API gateway configured entirely from git.
 //!
 //! See ARCHITECTURE.md for how the modules fit together.

@@ -34,7 +34,10 @@ pub enum ServeError {
     #[error("master key: {0}")]
     MasterKey(String),
     #[error("cannot listen on {addr}: {err}; is another process using the port? Set RELAY_PORT / RELAY_CONTROL_PORT")]
-    Bind { addr: SocketAddr, err: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        err: std::io::Error,
+    },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -43,10 +46,11 @@ pub enum ServeError {
 /// first boot).
 pub fn master_key(settings: &ServeSettings) -> Result<MasterKey, ServeError> {
     if let Some(text) = &settings.master_key {
-        return MasterKey::parse(text.expose(), "RELAY_MASTER_KEY").map_err(|e| ServeError::MasterKey(e.to_string()));
+        return MasterKey::parse(text.expose(), "RELAY_MASTER_KEY")
+            .map_err(|e| ServeError::MasterKey(e.to_string()));
     }
-    let (key, created) =
-        MasterKey::load_or_generate(&settings.data_dir).map_err(|e| ServeError::MasterKey(e.to_string()))?;
+    let (key, created) = MasterKey::load_or_generate(&settings.data_dir)
+        .map_err(|e| ServeError::MasterKey(e.to_string()))?;
     let path = MasterKey::file_path(&settings.data_dir);
     if created {
         tracing::warn!(
@@ -91,14 +95,25 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     let data = bind(data_addr).await?;
     tracing::info!("data plane listening on http://{}", data.local_addr()?);
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(serve(data, http::data::router(state.clone()), shutdown.clone()));
+    servers.spawn(serve(
+        data,
+        http::data::router(state.clone()),
+        shutdown.clone(),
+    ));
 
     match settings.control_port {
         Some(port) => {
             let addr = SocketAddr::new(settings.bind, port);
             let control = bind(addr).await?;
-            tracing::info!("control plane listening on http://{}", control.local_addr()?);
-            servers.spawn(serve(control, http::control::router(state), shutdown.clone()));
+            tracing::info!(
+                "control plane listening on http://{}",
+                control.local_addr()?
+            );
+            servers.spawn(serve(
+                control,
+                http::control::router(state),
+                shutdown.clone(),
+            ));
         }
         None => tracing::info!("control plane disabled (RELAY_CONTROL_PORT=off)"),
     }
@@ -128,16 +143,24 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr).await.map_err(|err| ServeError::Bind { addr, err })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|err| ServeError::Bind { addr, err })
 }
 
-async fn serve(listener: TcpListener, app: axum::Router, shutdown: CancellationToken) -> std::io::Result<()> {
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     // Without TCP_NODELAY a response written in two pieces waits out the
     // peer's delayed ACK (~40 ms).
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }
 
 async fn shutdown_signal() {

@@ -24,7 +24,13 @@ pub struct Cli {
     #[arg(long, env = "RELAY_LOG", default_value = "info", global = true)]
     pub log: String,
     /// Log format.
-    #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "RELAY_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,

@@ -24,7 +24,9 @@ pub fn run(args: SchemaArgs) -> ExitCode {
         match &args.out {
             Some(dir) => {
                 let path = dir.join(kind.schema_file());
-                if let Err(e) = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, text)) {
+                if let Err(e) =
+                    std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, text))
+                {
                     return super::fail(format!("cannot write {}: {e}", path.display()));
                 }
                 eprintln!("wrote {}", path.display());

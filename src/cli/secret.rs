@@ -28,28 +28,41 @@ pub enum SecretCommand {
 
 pub fn keygen() -> ExitCode {
     let key = MasterKey::generate();
-    println!("# public key (recipient, safe to share; use with `relay secret encrypt --recipient`): {}", key.recipient());
+    println!(
+        "# public key (recipient, safe to share; use with `relay secret encrypt --recipient`): {}",
+        key.recipient()
+    );
     println!("{}", key.to_secret().expose());
-    eprintln!("Set RELAY_MASTER_KEY to the AGE-SECRET-KEY line on every replica and keep it stable.");
+    eprintln!(
+        "Set RELAY_MASTER_KEY to the AGE-SECRET-KEY line on every replica and keep it stable."
+    );
     ExitCode::SUCCESS
 }
 
 fn master_key(explicit: Option<&str>, data: &DataDirArg) -> Result<Option<MasterKey>, String> {
     match explicit {
-        Some(text) => MasterKey::parse(text, "RELAY_MASTER_KEY").map(Some).map_err(|e| e.to_string()),
+        Some(text) => MasterKey::parse(text, "RELAY_MASTER_KEY")
+            .map(Some)
+            .map_err(|e| e.to_string()),
         None => MasterKey::read(&data.data_dir).map_err(|e| e.to_string()),
     }
 }
 
 fn read_stdin() -> Result<String, String> {
     let mut s = String::new();
-    std::io::stdin().read_to_string(&mut s).map_err(|e| format!("cannot read stdin: {e}"))?;
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| format!("cannot read stdin: {e}"))?;
     Ok(s)
 }
 
 pub fn run(cmd: SecretCommand) -> ExitCode {
     match cmd {
-        SecretCommand::Encrypt { recipient, data, master_key: mk } => {
+        SecretCommand::Encrypt {
+            recipient,
+            data,
+            master_key: mk,
+        } => {
             let recipient = match recipient {
                 Some(r) => parse_recipient(&r).map_err(|e| e.to_string()),
                 None => master_key(mk.as_deref(), &data).and_then(|k| {
@@ -67,7 +80,10 @@ pub fn run(cmd: SecretCommand) -> ExitCode {
                 Err(e) => return super::fail(e),
             };
             // `echo sk-… | relay secret encrypt` appends a newline nobody meant.
-            let value = value.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&value);
+            let value = value
+                .strip_suffix('\n')
+                .map(|v| v.strip_suffix('\r').unwrap_or(v))
+                .unwrap_or(&value);
             if value.is_empty() {
                 return super::fail("nothing to seal: pipe the value on stdin");
             }
@@ -82,10 +98,17 @@ pub fn run(cmd: SecretCommand) -> ExitCode {
                 Err(e) => super::fail(e),
             }
         }
-        SecretCommand::Decrypt { data, master_key: mk } => {
+        SecretCommand::Decrypt {
+            data,
+            master_key: mk,
+        } => {
             let key = match master_key(mk.as_deref(), &data) {
                 Ok(Some(k)) => k,
-                Ok(None) => return super::fail("decrypt needs the master key: set RELAY_MASTER_KEY or RELAY_DATA_DIR"),
+                Ok(None) => {
+                    return super::fail(
+                        "decrypt needs the master key: set RELAY_MASTER_KEY or RELAY_DATA_DIR",
+                    )
+                }
                 Err(e) => return super::fail(e),
             };
             let input = match read_stdin() {

@@ -43,7 +43,9 @@ impl FromStr for ControlPort {
         if s.eq_ignore_ascii_case("off") {
             return Ok(ControlPort(None));
         }
-        s.parse::<u16>().map(|p| ControlPort(Some(p))).map_err(|_| format!("`{s}` is neither a port number nor `off`"))
+        s.parse::<u16>()
+            .map(|p| ControlPort(Some(p)))
+            .map_err(|_| format!("`{s}` is neither a port number nor `off`"))
     }
 }
 
@@ -58,7 +60,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
         admin_token: args.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
     };
     let config_dir = settings.config_dir.clone();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
     };

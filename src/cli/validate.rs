@@ -70,7 +70,11 @@ pub fn run(args: ValidateArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return super::fail(e),
     };
-    let problems: Vec<Problem> = loaded.problems.iter().map(|p| display_path(&args.dir, p)).collect();
+    let problems: Vec<Problem> = loaded
+        .problems
+        .iter()
+        .map(|p| display_path(&args.dir, p))
+        .collect();
     let errors = problems.iter().filter(|p| p.is_error()).count();
     let warnings = problems.len() - errors;
     let invalid = errors > 0 || (args.strict && warnings > 0);

@@ -61,12 +61,35 @@ pub struct Documents {
     pub users: Vec<Located<UserSpec>>,
 }
 
+impl Documents {
+    /// Appends `other`'s documents after this one's (file order is kept).
+    pub fn append(&mut self, mut other: Documents) {
+        self.rejected.names.extend(other.rejected.names);
+        self.rejected
+            .binding_models
+            .extend(other.rejected.binding_models);
+        self.hosts.append(&mut other.hosts);
+        self.models.append(&mut other.models);
+        self.bindings.append(&mut other.bindings);
+        self.policies.append(&mut other.policies);
+        self.users.append(&mut other.users);
+    }
+}
+
 struct Reporter<'p> {
     problems: &'p mut Vec<Problem>,
 }
 
 impl Reporter<'_> {
-    fn at<T>(&mut self, doc: &Located<T>, kind: Kind, name: &str, pointer: &str, sev: Severity, msg: String) {
+    fn at<T>(
+        &mut self,
+        doc: &Located<T>,
+        kind: Kind,
+        name: &str,
+        pointer: &str,
+        sev: Severity,
+        msg: String,
+    ) {
         // Compile problems are about values (a dangling reference, a
         // duplicate): point at the value, not at its key.
         let pos = doc.positions.value_of(pointer);
@@ -101,12 +124,16 @@ pub fn field_path(pointer: &str) -> Option<String> {
 }
 
 fn location<T>(doc: &Located<T>) -> String {
-    format!("{}:{}", doc.file.display(), doc.positions.value_of("/name").line)
+    format!(
+        "{}:{}",
+        doc.file.display(),
+        doc.positions.value_of("/name").line
+    )
 }
 
 /// Index of unique names, reporting duplicates at the later definition.
-fn unique_names<'a, T>(
-    docs: &'a [Located<T>],
+fn unique_names<T>(
+    docs: &[Located<T>],
     kind: Kind,
     name_of: impl Fn(&T) -> &str,
     rep: &mut Reporter,
@@ -134,7 +161,12 @@ fn unique_names<'a, T>(
     index.into_iter().collect()
 }
 
-pub fn compile(docs: Documents, revision: Revision, secrets: SecretMode, problems: &mut Vec<Problem>) -> Snapshot {
+pub fn compile(
+    docs: Documents,
+    revision: Revision,
+    secrets: SecretMode,
+    problems: &mut Vec<Problem>,
+) -> Snapshot {
     let mut rep = Reporter { problems };
 
     let host_index = unique_names(&docs.hosts, Kind::Host, |h| &h.name, &mut rep);
@@ -143,7 +175,11 @@ pub fn compile(docs: Documents, revision: Revision, secrets: SecretMode, problem
     let policy_index = unique_names(&docs.policies, Kind::Policy, |p| &p.name, &mut rep);
     let _ = unique_names(&docs.users, Kind::User, |u| &u.name, &mut rep);
 
-    let hosts: Vec<Host> = docs.hosts.iter().map(|d| compile_host(d, secrets, &mut rep)).collect();
+    let hosts: Vec<Host> = docs
+        .hosts
+        .iter()
+        .map(|d| compile_host(d, secrets, &mut rep))
+        .collect();
 
     // Model names and aliases share one namespace: the `model` clients send.
     let mut model_index: FxHashMap<Box<str>, ModelId> =
@@ -162,7 +198,11 @@ pub fn compile(docs: Documents, revision: Revision, secrets: SecretMode, problem
                 }
                 Some(&other) => {
                     let o = &docs.models[other];
-                    let what = if o.spec.name == *alias { "the name" } else { "an alias" };
+                    let what = if o.spec.name == *alias {
+                        "the name"
+                    } else {
+                        "an alias"
+                    };
                     let msg = format!(
                         "duplicate alias `{alias}`: it is already {what} of model `{}` ({}); a name must resolve to one model",
                         o.spec.name,
@@ -193,7 +233,12 @@ pub fn compile(docs: Documents, revision: Revision, secrets: SecretMode, problem
             let hint = suggest(&b.model, model_names.keys());
             let alias_hint = model_index
                 .get(b.model.as_str())
-                .map(|&m| format!("; `{}` is an alias: use the model name `{}`", b.model, docs.models[m].spec.name))
+                .map(|&m| {
+                    format!(
+                        "; `{}` is an alias: use the model name `{}`",
+                        b.model, docs.models[m].spec.name
+                    )
+                })
                 .unwrap_or(hint);
             let msg = format!("model `{}` does not exist{alias_hint}", b.model);
             rep.at(d, Kind::Binding, &b.name, "/model", Severity::Error, msg);
@@ -203,7 +248,11 @@ pub fn compile(docs: Documents, revision: Revision, secrets: SecretMode, problem
             if docs.rejected.has(Kind::Host, &b.host) {
                 return None;
             }
-            let msg = format!("host `{}` does not exist{}", b.host, suggest(&b.host, host_index.keys()));
+            let msg = format!(
+                "host `{}` does not exist{}",
+                b.host,
+                suggest(&b.host, host_index.keys())
+            );
             rep.at(d, Kind::Binding, &b.name, "/host", Severity::Error, msg);
             None
         });
@@ -253,9 +302,10 @@ pub fn compile(docs: Documents, revision: Revision, secrets: SecretMode, problem
         let named = named_by_binding[i] || docs.rejected.binding_models.contains(&m.name);
         if !named && model_names.get(m.name.as_str()) == Some(&i) {
             let d = &docs.models[i];
-            let msg = "model has no enabled binding, so requests for it get 404; add a Binding with \
+            let msg =
+                "model has no enabled binding, so requests for it get 404; add a Binding with \
                        `model: <name>` or enable an existing one"
-                .to_string();
+                    .to_string();
             rep.at(d, Kind::Model, &m.name, "/name", Severity::Warning, msg);
         }
     }
@@ -312,7 +362,14 @@ fn compile_policies(
                 }
                 Err(e) => {
                     let msg = format!("invalid pattern `{pattern}`: {}", e.kind());
-                    rep.at(d, Kind::Policy, &p.name, &format!("/models/{i}"), Severity::Error, msg);
+                    rep.at(
+                        d,
+                        Kind::Policy,
+                        &p.name,
+                        &format!("/models/{i}"),
+                        Severity::Error,
+                        msg,
+                    );
                 }
             }
         }
@@ -342,14 +399,28 @@ fn compile_policies(
             continue;
         }
         let msg = match model_index.get(pattern.as_str()) {
-            Some(&m) => format!("`{pattern}` is an alias; policies grant catalog names, so write `{}`", models[m].name),
+            Some(&m) => format!(
+                "`{pattern}` is an alias; policies grant catalog names, so write `{}`",
+                models[m].name
+            ),
             // Typos are worth a suggestion; globs are not.
             None => format!(
                 "pattern `{pattern}` matches no catalog model, so it grants nothing{}",
-                if is_literal(pattern) { suggest(pattern, model_names.keys()) } else { String::new() }
+                if is_literal(pattern) {
+                    suggest(pattern, model_names.keys())
+                } else {
+                    String::new()
+                }
             ),
         };
-        rep.at(d, Kind::Policy, &d.spec.name, &format!("/models/{i}"), Severity::Warning, msg);
+        rep.at(
+            d,
+            Kind::Policy,
+            &d.spec.name,
+            &format!("/models/{i}"),
+            Severity::Warning,
+            msg,
+        );
     }
     policies
 }
@@ -384,7 +455,14 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
                 "`{name}` carries credentials, which must not sit in the repository in plaintext; put the value \
                  under `keys:` (sealed `age:` or `env:`) and relay sends it with the adapter's auth header"
             );
-            rep.at(d, Kind::Host, &h.name, &format!("/headers/{name}"), Severity::Error, msg);
+            rep.at(
+                d,
+                Kind::Host,
+                &h.name,
+                &format!("/headers/{name}"),
+                Severity::Error,
+                msg,
+            );
         }
     }
     let mut keys = Vec::new();
@@ -393,34 +471,71 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
     for (i, k) in h.keys.iter().enumerate() {
         let pointer = format!("/keys/{i}");
         if let Some(first) = seen.insert(&k.name, i) {
-            let msg = format!("duplicate key name `{}` (also keys[{first}]); key names must be unique per host", k.name);
-            rep.at(d, Kind::Host, &h.name, &format!("{pointer}/name"), Severity::Error, msg);
+            let msg = format!(
+                "duplicate key name `{}` (also keys[{first}]); key names must be unique per host",
+                k.name
+            );
+            rep.at(
+                d,
+                Kind::Host,
+                &h.name,
+                &format!("{pointer}/name"),
+                Severity::Error,
+                msg,
+            );
         }
         match resolve_key(k, secrets) {
             KeyResolution::Ready(source, secret) => {
                 let fingerprint = hex::encode(Sha256::digest(secret.expose().as_bytes()));
-                keys.push(HostKey { name: k.name.clone(), source, secret, fingerprint });
+                keys.push(HostKey {
+                    name: k.name.clone(),
+                    source,
+                    secret,
+                    fingerprint,
+                });
             }
             KeyResolution::Unavailable(source, reason, sev) => {
                 if let Some(sev) = sev {
-                    let field = if matches!(source, KeySource::Env(_)) { "env" } else { "age" };
-                    rep.at(d, Kind::Host, &h.name, &format!("{pointer}/{field}"), sev, reason.clone());
+                    let field = if matches!(source, KeySource::Env(_)) {
+                        "env"
+                    } else {
+                        "age"
+                    };
+                    rep.at(
+                        d,
+                        Kind::Host,
+                        &h.name,
+                        &format!("{pointer}/{field}"),
+                        sev,
+                        reason.clone(),
+                    );
                 }
-                unavailable.push(UnavailableKey { name: k.name.clone(), source, reason });
+                unavailable.push(UnavailableKey {
+                    name: k.name.clone(),
+                    source,
+                    reason,
+                });
             }
-            KeyResolution::Invalid(msg) => rep.at(d, Kind::Host, &h.name, &pointer, Severity::Error, msg),
+            KeyResolution::Invalid(msg) => {
+                rep.at(d, Kind::Host, &h.name, &pointer, Severity::Error, msg)
+            }
         }
     }
     let b = h.breaker.clone().unwrap_or_default();
     let defaults = BreakerSettings::default();
-    let dur = |v: Option<super::duration::ConfigDuration>, default: Duration| v.map_or(default, |d| d.0);
+    let dur =
+        |v: Option<super::duration::ConfigDuration>, default: Duration| v.map_or(default, |d| d.0);
     Host {
         name: h.name.clone(),
         description: h.description.clone(),
         base_url: h.base_url.trim_end_matches('/').to_string(),
         timeout: dur(h.timeout, Duration::from_secs(120)),
         connect_timeout: dur(h.connect_timeout, Duration::from_secs(10)),
-        headers: h.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        headers: h
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         selection: h.selection,
         keys,
         unavailable_keys: unavailable,
@@ -429,13 +544,21 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
             quota_cooldown: dur(b.quota_cooldown, defaults.quota_cooldown),
             rate_limit_cooldown: dur(b.rate_limit_cooldown, defaults.rate_limit_cooldown),
             server_error_cooldown: dur(b.server_error_cooldown, defaults.server_error_cooldown),
-            server_error_threshold: b.server_error_threshold.unwrap_or(defaults.server_error_threshold),
+            server_error_threshold: b
+                .server_error_threshold
+                .unwrap_or(defaults.server_error_threshold),
         },
     }
 }
 
 /// Header names whose values are credentials.
-const CREDENTIAL_HEADERS: [&str; 5] = ["authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key"];
+const CREDENTIAL_HEADERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+];
 
 enum KeyResolution {
     Ready(KeySource, Secret),
@@ -494,7 +617,10 @@ mod tests {
     fn field_paths_read_like_yaml() {
         assert_eq!(field_path(""), None);
         assert_eq!(field_path("/keys/0/age").as_deref(), Some("keys[0].age"));
-        assert_eq!(field_path("/limits/requests_per_minute").as_deref(), Some("limits.requests_per_minute"));
+        assert_eq!(
+            field_path("/limits/requests_per_minute").as_deref(),
+            Some("limits.requests_per_minute")
+        );
         assert_eq!(field_path("/headers/a~1b").as_deref(), Some("headers.a/b"));
     }
 }

@@ -50,7 +50,9 @@ mod tests {
             assert!(d.0 > Duration::ZERO, "{ok}");
         }
         assert_eq!(
-            serde_json::from_value::<ConfigDuration>(serde_json::json!("1h30m")).unwrap().0,
+            serde_json::from_value::<ConfigDuration>(serde_json::json!("1h30m"))
+                .unwrap()
+                .0,
             Duration::from_secs(5400)
         );
         assert!(serde_json::from_value::<ConfigDuration>(serde_json::json!("soon")).is_err());

@@ -283,7 +283,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Host, Kind::Model, Kind::Binding, Kind::Policy, Kind::User];
+    pub const ALL: [Kind; 5] = [
+        Kind::Host,
+        Kind::Model,
+        Kind::Binding,
+        Kind::Policy,
+        Kind::User,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

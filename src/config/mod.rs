@@ -54,33 +54,38 @@ impl Loaded {
 
 /// Loads and checks a config directory exactly as `serve` and `validate` do.
 pub fn load_dir(dir: &Path, secrets: SecretMode) -> Result<Loaded, ConfigError> {
-    let dir_err = |err| ConfigError::Dir { dir: dir.to_path_buf(), err };
+    let dir_err = |err| ConfigError::Dir {
+        dir: dir.to_path_buf(),
+        err,
+    };
     let files = source::discover(dir).map_err(dir_err)?;
+
+    // Files are independent until compile: read, parse and schema-check them
+    // on every core, then merge in file order so output stays deterministic.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len().max(1));
+    let chunk = files.len().div_ceil(threads).max(1);
+    let parts: Vec<FilePart> = std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || read_files(dir, c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+
     let mut problems = Vec::new();
     let mut hasher = revision::ContentHasher::default();
     let mut docs = Documents::default();
-
-    for path in &files {
-        let rel = path.strip_prefix(dir).unwrap_or(path).to_path_buf();
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            // Deleted between listing and reading: a reload races an edit; the
-            // watcher will fire again.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                problems.push(file_problem(&rel, Pos::default(), format!("cannot read file: {e}")));
-                continue;
-            }
-        };
-        hasher.file(&rel, &bytes);
-        let Ok(text) = std::str::from_utf8(&bytes) else {
-            problems.push(file_problem(&rel, Pos::default(), "file is not UTF-8 text".into()));
-            continue;
-        };
-        match source::parse_file(&rel, text) {
-            Ok(parsed) => parsed.into_iter().for_each(|d| classify(d, &mut docs, &mut problems)),
-            Err(e) => problems.push(file_problem(&e.file, e.pos, e.message)),
+    for part in parts {
+        for (rel, bytes) in &part.contents {
+            hasher.file(rel, bytes);
         }
+        problems.extend(part.problems);
+        docs.append(part.docs);
     }
 
     let revision = hasher.finish(revision::git_commit(dir));
@@ -93,7 +98,10 @@ pub fn load_dir(dir: &Path, secrets: SecretMode) -> Result<Loaded, ConfigError> 
             kind: None,
             name: None,
             field: None,
-            message: format!("no *.yaml or *.yml files in {}; relay will route nothing", dir.display()),
+            message: format!(
+                "no *.yaml or *.yml files in {}; relay will route nothing",
+                dir.display()
+            ),
         });
     }
 
@@ -104,7 +112,58 @@ pub fn load_dir(dir: &Path, secrets: SecretMode) -> Result<Loaded, ConfigError> 
         snapshot.warnings = problems.clone();
         snapshot
     });
-    Ok(Loaded { snapshot, problems, revision })
+    Ok(Loaded {
+        snapshot,
+        problems,
+        revision,
+    })
+}
+
+/// What one thread made of a run of files.
+struct FilePart {
+    contents: Vec<(PathBuf, Vec<u8>)>,
+    docs: Documents,
+    problems: Vec<Problem>,
+}
+
+fn read_files(dir: &Path, files: &[PathBuf]) -> FilePart {
+    let mut part = FilePart {
+        contents: Vec::with_capacity(files.len()),
+        docs: Documents::default(),
+        problems: Vec::new(),
+    };
+    for path in files {
+        let rel = path.strip_prefix(dir).unwrap_or(path).to_path_buf();
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            // Deleted between listing and reading: a reload raced an edit; the
+            // watcher fires again for it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                part.problems.push(file_problem(
+                    &rel,
+                    Pos::default(),
+                    format!("cannot read file: {e}"),
+                ));
+                continue;
+            }
+        };
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => match source::parse_file(&rel, text) {
+                Ok(parsed) => parsed
+                    .into_iter()
+                    .for_each(|d| classify(d, &mut part.docs, &mut part.problems)),
+                Err(e) => part.problems.push(file_problem(&e.file, e.pos, e.message)),
+            },
+            Err(_) => part.problems.push(file_problem(
+                &rel,
+                Pos::default(),
+                "file is not UTF-8 text".into(),
+            )),
+        }
+        part.contents.push((rel, bytes));
+    }
+    part
 }
 
 fn file_problem(file: &Path, pos: Pos, message: String) -> Problem {
@@ -122,7 +181,11 @@ fn file_problem(file: &Path, pos: Pos, message: String) -> Problem {
 
 /// Routes one document to its kind after checking `kind`, `name` and the schema.
 fn classify(doc: Document, out: &mut Documents, problems: &mut Vec<Problem>) {
-    let mut problem = |pos: Pos, kind: Option<Kind>, name: Option<&str>, field: Option<String>, message: String| {
+    let mut problem = |pos: Pos,
+                       kind: Option<Kind>,
+                       name: Option<&str>,
+                       field: Option<String>,
+                       message: String| {
         problems.push(Problem {
             severity: Severity::Error,
             file: doc.file.clone(),
@@ -157,25 +220,45 @@ fn classify(doc: Document, out: &mut Documents, problems: &mut Vec<Problem>) {
                 let hint = schema::closest(k, Kind::ALL.iter().map(|k| k.as_str()))
                     .map(|c| format!("; did you mean `{c}`?"))
                     .unwrap_or_default();
-                let msg = format!("unknown kind `{k}`; expected one of: {}{hint}", kind_list(", "));
-                return problem(doc.positions.value_of("/kind"), None, name, Some("kind".into()), msg);
+                let msg = format!(
+                    "unknown kind `{k}`; expected one of: {}{hint}",
+                    kind_list(", ")
+                );
+                return problem(
+                    doc.positions.value_of("/kind"),
+                    None,
+                    name,
+                    Some("kind".into()),
+                    msg,
+                );
             }
         },
         Some(other) => {
             let msg = format!("`kind` must be a string, found {}", schema::describe(other));
-            return problem(doc.positions.value_of("/kind"), None, name, Some("kind".into()), msg);
+            return problem(
+                doc.positions.value_of("/kind"),
+                None,
+                name,
+                Some("kind".into()),
+                msg,
+            );
         }
     };
 
     let mut violations = Vec::new();
     for (pointer, pos, first) in &doc.positions.duplicate_keys {
         let key = pointer.rsplit('/').next().unwrap_or_default();
-        let msg = format!("duplicate key `{key}` (already set on line {}); a field may appear only once", first.line);
+        let msg = format!(
+            "duplicate key `{key}` (already set on line {}); a field may appear only once",
+            first.line
+        );
         problem(*pos, Some(kind), name, field_path(pointer), msg);
     }
     let duplicates = !doc.positions.duplicate_keys.is_empty();
     violations.extend(schema::check(kind, &doc.value));
-    let binding_model = (kind == Kind::Binding).then(|| map.get("model").and_then(Value::as_str)).flatten();
+    let binding_model = (kind == Kind::Binding)
+        .then(|| map.get("model").and_then(Value::as_str))
+        .flatten();
     let binding_model = binding_model.map(String::from);
     let reject = |out: &mut Documents| {
         if let Some(n) = name {
@@ -188,7 +271,11 @@ fn classify(doc: Document, out: &mut Documents, problems: &mut Vec<Problem>) {
     if duplicates || !violations.is_empty() {
         reject(out);
         for v in violations {
-            let pos = if v.at_value { doc.positions.value_of(&v.pointer) } else { doc.positions.of(&v.pointer) };
+            let pos = if v.at_value {
+                doc.positions.value_of(&v.pointer)
+            } else {
+                doc.positions.of(&v.pointer)
+            };
             // A missing field is reported on its parent: name the field itself.
             problem(pos, Some(kind), name, field_path(&v.pointer), v.message);
         }
@@ -202,7 +289,11 @@ fn classify(doc: Document, out: &mut Documents, problems: &mut Vec<Problem>) {
     macro_rules! push {
         ($vec:expr) => {
             match serde_path_to_error::deserialize(value) {
-                Ok(spec) => $vec.push(Located { spec, file: doc.file.clone(), positions: doc.positions }),
+                Ok(spec) => $vec.push(Located {
+                    spec,
+                    file: doc.file.clone(),
+                    positions: doc.positions,
+                }),
                 Err(e) => {
                     // The schema admitted it but the types did not (e.g. a
                     // duration too large to represent).
@@ -231,7 +322,9 @@ fn path_pointer(path: &serde_path_to_error::Path) -> String {
     for seg in path.iter() {
         match seg {
             Segment::Seq { index } => out.push_str(&format!("/{index}")),
-            Segment::Map { key } => out.push_str(&format!("/{}", key.replace('~', "~0").replace('/', "~1"))),
+            Segment::Map { key } => {
+                out.push_str(&format!("/{}", key.replace('~', "~0").replace('/', "~1")))
+            }
             Segment::Enum { .. } | Segment::Unknown => {}
         }
     }
@@ -239,5 +332,9 @@ fn path_pointer(path: &serde_path_to_error::Path) -> String {
 }
 
 fn kind_list(sep: &str) -> String {
-    Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(sep)
+    Kind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(sep)
 }

@@ -71,12 +71,7 @@ impl fmt::Display for Problem {
 /// Sorts problems into a stable, readable order: by file, then position.
 pub fn sort(problems: &mut [Problem]) {
     problems.sort_by(|a, b| {
-        (&a.file, a.line, a.column, a.severity, &a.message).cmp(&(
-            &b.file,
-            b.line,
-            b.column,
-            b.severity,
-            &b.message,
-        ))
+        (&a.file, a.line, a.column, a.severity, &a.message)
+            .cmp(&(&b.file, b.line, b.column, b.severity, &b.message))
     });
 }

@@ -50,7 +50,10 @@ pub enum ReloadOutcome {
     /// The directory's content equals the live snapshot's; nothing swapped.
     Unchanged { revision: Revision },
     /// The change was invalid; the previous snapshot keeps serving.
-    Rejected { revision: Option<Revision>, problems: Vec<Problem> },
+    Rejected {
+        revision: Option<Revision>,
+        problems: Vec<Problem>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,7 +124,10 @@ impl ConfigHandle {
     }
 
     pub fn status(&self) -> ReloadStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Re-reads the directory. Blocking (file I/O, decryption): call it from
@@ -154,7 +160,10 @@ impl ConfigHandle {
         // The same broken content seen again (e.g. a second watcher event)
         // is not a new failure.
         let repeat = status.last_attempt_failed
-            && status.last_failed_reload.as_ref().is_some_and(|f| f.revision == revision && revision.is_some());
+            && status
+                .last_failed_reload
+                .as_ref()
+                .is_some_and(|f| f.revision == revision && revision.is_some());
         if !repeat {
             status.reloads_failed += 1;
             let errors = problems.iter().filter(|p| p.is_error()).count();
@@ -169,8 +178,11 @@ impl ConfigHandle {
             }
         }
         status.last_attempt_failed = true;
-        status.last_failed_reload =
-            Some(FailedReload { at: timestamp(SystemTime::now()), revision: revision.clone(), problems: problems.clone() });
+        status.last_failed_reload = Some(FailedReload {
+            at: timestamp(SystemTime::now()),
+            revision: revision.clone(),
+            problems: problems.clone(),
+        });
         ReloadOutcome::Rejected { revision, problems }
     }
 }
@@ -179,14 +191,16 @@ impl ConfigHandle {
 /// takes milliseconds; without this, whichever request happened to hold the
 /// last reference would pay for it.
 fn retire(old: Arc<Snapshot>) {
-    let spawned = std::thread::Builder::new().name("relay-retire".into()).spawn(move || {
-        // In-flight requests (streams included) finish on the old snapshot;
-        // wait for them, but not forever.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
-        while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name("relay-retire".into())
+        .spawn(move || {
+            // In-flight requests (streams included) finish on the old snapshot;
+            // wait for them, but not forever.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
     if let Err(e) = spawned {
         tracing::debug!(error = %e, "could not spawn the snapshot retire thread; dropping inline");
     }

@@ -40,7 +40,10 @@ impl ContentHasher {
 
     pub fn finish(self, git_commit: Option<String>) -> Revision {
         let digest = self.0.finalize();
-        Revision { content_hash: hex::encode(&digest[..6]), git_commit }
+        Revision {
+            content_hash: hex::encode(&digest[..6]),
+            git_commit,
+        }
     }
 }
 
@@ -49,7 +52,9 @@ impl ContentHasher {
 /// in a work tree or the HEAD cannot be resolved.
 pub fn git_commit(dir: &Path) -> Option<String> {
     let dir = dir.canonicalize().ok()?;
-    let git_dir = dir.ancestors().find_map(|d| resolve_git_dir(&d.join(".git")))?;
+    let git_dir = dir
+        .ancestors()
+        .find_map(|d| resolve_git_dir(&d.join(".git")))?;
     let head = std::fs::read_to_string(git_dir.join("HEAD")).ok()?;
     let head = head.trim();
     let Some(reference) = head.strip_prefix("ref: ") else {

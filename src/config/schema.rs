@@ -86,22 +86,45 @@ fn add_integer_bounds(map: &mut Map<String, Value>) {
 /// schemars renders documented unit variants as `oneOf` of `const`s; a plain
 /// `enum` gives editors a completion list and validators a one-line error.
 fn consts_to_enum(map: &mut Map<String, Value>) {
-    let Some(Value::Array(alts)) = map.get("oneOf") else { return };
-    if alts.is_empty() || !alts.iter().all(|a| a.get("const").is_some_and(Value::is_string)) {
+    let Some(Value::Array(alts)) = map.get("oneOf") else {
+        return;
+    };
+    if alts.is_empty()
+        || !alts
+            .iter()
+            .all(|a| a.get("const").is_some_and(Value::is_string))
+    {
         return;
     }
-    let values: Vec<Value> = alts.iter().filter_map(|a| a.get("const").cloned()).collect();
+    let values: Vec<Value> = alts
+        .iter()
+        .filter_map(|a| a.get("const").cloned())
+        .collect();
     let docs: Vec<String> = alts
         .iter()
-        .filter_map(|a| Some(format!("`{}`: {}", a.get("const")?.as_str()?, a.get("description")?.as_str()?.trim_end_matches('.'))))
+        .filter_map(|a| {
+            Some(format!(
+                "`{}`: {}",
+                a.get("const")?.as_str()?,
+                a.get("description")?.as_str()?.trim_end_matches('.')
+            ))
+        })
         .collect();
     map.remove("oneOf");
     map.insert("type".into(), Value::from("string"));
     map.insert("enum".into(), Value::Array(values));
     if !docs.is_empty() {
-        let base = map.get("description").and_then(Value::as_str).unwrap_or_default().to_string();
+        let base = map
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let joined = docs.join("; ");
-        let full = if base.is_empty() { joined } else { format!("{base} {joined}") };
+        let full = if base.is_empty() {
+            joined
+        } else {
+            format!("{base} {joined}")
+        };
         map.insert("description".into(), Value::from(full));
     }
 }
@@ -140,7 +163,8 @@ fn compiled(kind: Kind) -> &'static Compiled {
                 // The schemas are generated from our own types; failing to
                 // compile one is a bug caught by the schema tests.
                 #[allow(clippy::expect_used)]
-                let validator = jsonschema::draft202012::new(&schema).expect("generated schema compiles");
+                let validator =
+                    jsonschema::draft202012::new(&schema).expect("generated schema compiles");
                 Compiled { schema, validator }
             })
             .collect()
@@ -186,7 +210,11 @@ pub fn check(kind: Kind, doc: &Value) -> Vec<Violation> {
             }
             ValidationErrorKind::Type { kind } if is_host_key(&at) && err.instance.is_string() => {
                 let _ = kind;
-                out.push(Violation { pointer: at, at_value: true, message: PLAINTEXT.into() });
+                out.push(Violation {
+                    pointer: at,
+                    at_value: true,
+                    message: PLAINTEXT.into(),
+                });
             }
             ValidationErrorKind::Type { kind } => {
                 out.push(Violation {
@@ -194,13 +222,21 @@ pub fn check(kind: Kind, doc: &Value) -> Vec<Violation> {
                     // An empty value has no position of its own (the parser
                     // marks the next token): point at its key.
                     at_value: !err.instance.is_null(),
-                    message: format!("expected {}, found {}", type_name(kind), describe(&err.instance)),
+                    message: format!(
+                        "expected {}, found {}",
+                        type_name(kind),
+                        describe(&err.instance)
+                    ),
                 });
             }
             ValidationErrorKind::Enum { options } => {
                 let choices: Vec<String> = options
                     .as_array()
-                    .map(|a| a.iter().filter_map(|o| o.as_str().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|o| o.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let field = last_segment(&at).to_string();
                 let got = describe(&err.instance);
@@ -213,19 +249,33 @@ pub fn check(kind: Kind, doc: &Value) -> Vec<Violation> {
                 out.push(Violation {
                     pointer: at,
                     at_value: true,
-                    message: format!("unknown {field} {got}; expected one of: {}{hint}", choices.join(", ")),
+                    message: format!(
+                        "unknown {field} {got}; expected one of: {}{hint}",
+                        choices.join(", ")
+                    ),
                 });
             }
             ValidationErrorKind::Constant { expected_value } => out.push(Violation {
                 pointer: at,
                 at_value: true,
-                message: format!("expected {expected_value}, found {}", describe(&err.instance)),
+                message: format!(
+                    "expected {expected_value}, found {}",
+                    describe(&err.instance)
+                ),
             }),
             ValidationErrorKind::Pattern { .. } => {
                 let message = pattern_message(&at, &err.instance);
-                out.push(Violation { pointer: at, at_value: true, message });
+                out.push(Violation {
+                    pointer: at,
+                    at_value: true,
+                    message,
+                });
             }
-            _ => out.push(Violation { pointer: at, at_value: true, message: err.to_string() }),
+            _ => out.push(Violation {
+                pointer: at,
+                at_value: true,
+                message: err.to_string(),
+            }),
         }
     }
     drop_required_explained_by_typos(&mut out);
@@ -239,15 +289,26 @@ fn drop_required_explained_by_typos(out: &mut Vec<Violation>) {
         .iter()
         .filter_map(|v| {
             let (parent, _) = v.pointer.rsplit_once('/')?;
-            let suggested = v.message.split("did you mean `").nth(1)?.split('`').next()?;
+            let suggested = v
+                .message
+                .split("did you mean `")
+                .nth(1)?
+                .split('`')
+                .next()?;
             Some((parent.to_string(), suggested.to_string()))
         })
         .collect();
     out.retain(|v| {
-        let Some(field) = v.message.strip_prefix("missing required field `").and_then(|m| m.strip_suffix('`')) else {
+        let Some(field) = v
+            .message
+            .strip_prefix("missing required field `")
+            .and_then(|m| m.strip_suffix('`'))
+        else {
             return true;
         };
-        !typos.iter().any(|(parent, s)| *parent == v.pointer && s == field)
+        !typos
+            .iter()
+            .any(|(parent, s)| *parent == v.pointer && s == field)
     });
 }
 
@@ -269,7 +330,9 @@ fn unknown_field_message(at: &str, field: &str, known: &[String]) -> String {
     let mut msg = format!("unknown field `{field}`");
     match closest(field, known.iter().map(String::as_str)) {
         Some(c) => msg.push_str(&format!("; did you mean `{c}`?")),
-        None if !known.is_empty() => msg.push_str(&format!("; expected one of: {}", known.join(", "))),
+        None if !known.is_empty() => {
+            msg.push_str(&format!("; expected one of: {}", known.join(", ")))
+        }
         None => {}
     }
     msg
@@ -306,7 +369,9 @@ fn looks_like_duration_field(field: &str) -> bool {
 
 /// Property names allowed where an `additionalProperties` check failed.
 fn known_properties(schema: &Value, schema_path: &str) -> Vec<String> {
-    let parent = schema_path.strip_suffix("/additionalProperties").unwrap_or(schema_path);
+    let parent = schema_path
+        .strip_suffix("/additionalProperties")
+        .unwrap_or(schema_path);
     schema
         .pointer(parent)
         .and_then(|s| s.get("properties"))
@@ -390,17 +455,40 @@ mod tests {
 
     #[test]
     fn unknown_field_suggests_closest() {
-        let v = check(Kind::Host, &json!({"kind":"Host","name":"h","base_ur":"https://x","keys":[]}));
-        assert!(v.iter().any(|x| x.pointer == "/base_ur" && x.message.contains("did you mean `base_url`")), "{v:?}");
+        let v = check(
+            Kind::Host,
+            &json!({"kind":"Host","name":"h","base_ur":"https://x","keys":[]}),
+        );
+        assert!(
+            v.iter()
+                .any(|x| x.pointer == "/base_ur" && x.message.contains("did you mean `base_url`")),
+            "{v:?}"
+        );
         // The typo explains the missing field; it is not reported twice.
-        assert!(!v.iter().any(|x| x.message.contains("missing required field")), "{v:?}");
+        assert!(
+            !v.iter()
+                .any(|x| x.message.contains("missing required field")),
+            "{v:?}"
+        );
     }
 
     #[test]
     fn plaintext_keys_are_named_as_such() {
-        for keys in [json!(["sk-abc"]), json!([{"name":"k","value":"sk-abc"}]), json!([{"name":"k","age":"sk-abc"}])] {
-            let v = check(Kind::Host, &json!({"kind":"Host","name":"h","base_url":"https://x","keys":keys}));
-            assert!(v.iter().any(|x| x.message.contains("plaintext secret values are not allowed")), "{v:?}");
+        for keys in [
+            json!(["sk-abc"]),
+            json!([{"name":"k","value":"sk-abc"}]),
+            json!([{"name":"k","age":"sk-abc"}]),
+        ] {
+            let v = check(
+                Kind::Host,
+                &json!({"kind":"Host","name":"h","base_url":"https://x","keys":keys}),
+            );
+            assert!(
+                v.iter().any(|x| x
+                    .message
+                    .contains("plaintext secret values are not allowed")),
+                "{v:?}"
+            );
         }
     }
 
@@ -411,7 +499,10 @@ mod tests {
             &json!({"kind":"Binding","name":"b","model":"m","host":"h","adapter":"opneai","upstream":"u"}),
         );
         assert_eq!(v[0].message, "unknown adapter \"opneai\"; expected one of: openai, anthropic (did you mean `openai`?)");
-        let v = check(Kind::Host, &json!({"kind":"Host","name":"h","base_url":"https://x","keys":[],"timeout":"2 minutes"}));
+        let v = check(
+            Kind::Host,
+            &json!({"kind":"Host","name":"h","base_url":"https://x","keys":[],"timeout":"2 minutes"}),
+        );
         assert!(v[0].message.contains("is not a duration"), "{v:?}");
     }
 }

@@ -38,7 +38,9 @@ pub struct Snapshot {
 impl Snapshot {
     /// Resolves a model name or alias.
     pub fn model(&self, name_or_alias: &str) -> Option<&Model> {
-        self.model_index.get(name_or_alias).map(|&i| &self.models[i])
+        self.model_index
+            .get(name_or_alias)
+            .map(|&i| &self.models[i])
     }
 
     pub fn host(&self, name: &str) -> Option<&Host> {

@@ -23,7 +23,10 @@ pub struct Pos {
 
 impl Pos {
     fn from_marker(m: Marker, line_offset: usize) -> Pos {
-        Pos { line: m.line() + line_offset, column: m.col() + 1 }
+        Pos {
+            line: m.line() + line_offset,
+            column: m.col() + 1,
+        }
     }
 }
 
@@ -59,7 +62,10 @@ impl Positions {
 
     /// Position of the value itself (not its key), for "wrong value" errors.
     pub fn value_of(&self, pointer: &str) -> Pos {
-        self.nodes.get(pointer).copied().unwrap_or_else(|| self.of(pointer))
+        self.nodes
+            .get(pointer)
+            .copied()
+            .unwrap_or_else(|| self.of(pointer))
     }
 }
 
@@ -116,7 +122,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 fn is_yaml(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
 }
 
 /// Splits a file's text into documents with positions. `file` is only used to
@@ -125,7 +134,12 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Document>, SourceError>
     let mut indexer = Indexer::default();
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut indexer, true) {
-        return Err(syntax_error(file, text, Pos::from_marker(*e.marker(), 0), e.info()));
+        return Err(syntax_error(
+            file,
+            text,
+            Pos::from_marker(*e.marker(), 0),
+            e.info(),
+        ));
     }
 
     let offsets = CharOffsets::new(text);
@@ -137,19 +151,30 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Document>, SourceError>
         let from = if i == 0 { 0 } else { offsets.byte(starts[i]) };
         let to = starts.get(i + 1).map_or(text.len(), |&c| offsets.byte(c));
         let slice = &text[from..to];
-        let line_offset = if i == 0 { 0 } else { raw.positions.start.line.saturating_sub(1) };
+        let line_offset = if i == 0 {
+            0
+        } else {
+            raw.positions.start.line.saturating_sub(1)
+        };
         let value: serde_json::Value = serde_yaml::from_str(slice).map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
             SourceError {
                 file: file.to_path_buf(),
-                pos: Pos { line: line + line_offset, column },
+                pos: Pos {
+                    line: line + line_offset,
+                    column,
+                },
                 message: format!("YAML error: {}", strip_location(&e.to_string())),
             }
         })?;
         if value.is_null() {
             continue; // empty document, e.g. a trailing `---`
         }
-        docs.push(Document { file: file.to_path_buf(), value, positions: raw.positions });
+        docs.push(Document {
+            file: file.to_path_buf(),
+            value,
+            positions: raw.positions,
+        });
     }
     Ok(docs)
 }
@@ -174,13 +199,20 @@ fn syntax_error(file: &Path, text: &str, pos: Pos, info: &str) -> SourceError {
                 };
                 return SourceError {
                     file: file.to_path_buf(),
-                    pos: Pos { line: l.line(), column: l.column() },
+                    pos: Pos {
+                        line: l.line(),
+                        column: l.column(),
+                    },
                     message: format!("YAML syntax error: {message}"),
                 };
             }
         }
     }
-    SourceError { file: file.to_path_buf(), pos, message: format!("YAML syntax error: {info}") }
+    SourceError {
+        file: file.to_path_buf(),
+        pos,
+        message: format!("YAML syntax error: {info}"),
+    }
 }
 
 /// serde_yaml appends " at line L column C"; we print positions ourselves.
@@ -205,7 +237,10 @@ impl CharOffsets {
     fn byte(&self, char_index: usize) -> usize {
         match &self.0 {
             None => char_index,
-            Some(v) => v.get(char_index).copied().unwrap_or_else(|| v.last().copied().unwrap_or(0)),
+            Some(v) => v
+                .get(char_index)
+                .copied()
+                .unwrap_or_else(|| v.last().copied().unwrap_or(0)),
         }
     }
 }
@@ -219,8 +254,15 @@ enum Frame {
     /// `start` is the mark where the mapping began; yaml-rust2 places it after
     /// the first key of a block mapping, so the first key's position is used
     /// for the mapping instead, and `start` only for an empty mapping.
-    Map { pointer: String, key: Option<String>, start: Option<Pos> },
-    Seq { pointer: String, index: usize },
+    Map {
+        pointer: String,
+        key: Option<String>,
+        start: Option<Pos>,
+    },
+    Seq {
+        pointer: String,
+        index: usize,
+    },
     /// A complex (non-scalar) mapping key: ignored for positions.
     Skip,
 }
@@ -247,7 +289,11 @@ impl Indexer {
                 *index += 1;
                 Some(p)
             }
-            Some(Frame::Map { pointer, key, start }) => match key.take() {
+            Some(Frame::Map {
+                pointer,
+                key,
+                start,
+            }) => match key.take() {
                 Some(k) => Some(format!("{pointer}/{}", escape(&k))),
                 None => {
                     if let Event::Scalar(text, ..) = event {
@@ -282,7 +328,10 @@ impl MarkedEventReceiver for Indexer {
                 self.stack.clear();
                 self.docs.push(RawDoc {
                     start_char: mark.index(),
-                    positions: Positions { start: Pos::from_marker(mark, 0), ..Default::default() },
+                    positions: Positions {
+                        start: Pos::from_marker(mark, 0),
+                        ..Default::default()
+                    },
                 });
             }
             Event::Scalar(..) | Event::Alias(..) => {
@@ -299,7 +348,11 @@ impl MarkedEventReceiver for Indexer {
                     Some(pointer) => {
                         let pos = Pos::from_marker(mark, 0);
                         if is_map {
-                            self.stack.push(Frame::Map { pointer, key: None, start: Some(pos) });
+                            self.stack.push(Frame::Map {
+                                pointer,
+                                key: None,
+                                start: Some(pos),
+                            });
                         } else {
                             if let Some(d) = self.current() {
                                 d.nodes.insert(pointer.clone(), pos);
@@ -315,7 +368,12 @@ impl MarkedEventReceiver for Indexer {
                 }
             }
             Event::MappingEnd | Event::SequenceEnd => {
-                if let Some(Frame::Map { pointer, start: Some(pos), .. }) = self.stack.pop() {
+                if let Some(Frame::Map {
+                    pointer,
+                    start: Some(pos),
+                    ..
+                }) = self.stack.pop()
+                {
                     if let Some(d) = self.current() {
                         d.nodes.insert(pointer, pos);
                     }
@@ -346,18 +404,40 @@ mod tests {
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0].value["name"], "a");
         assert_eq!(docs[0].positions.of("/name"), Pos { line: 3, column: 1 });
-        assert_eq!(docs[0].positions.of("/keys/0/env"), Pos { line: 6, column: 5 });
-        assert_eq!(docs[0].positions.value_of("/keys/0"), Pos { line: 5, column: 5 });
+        assert_eq!(
+            docs[0].positions.of("/keys/0/env"),
+            Pos { line: 6, column: 5 }
+        );
+        assert_eq!(
+            docs[0].positions.value_of("/keys/0"),
+            Pos { line: 5, column: 5 }
+        );
         assert_eq!(docs[1].value["kind"], "Model");
-        assert_eq!(docs[1].positions.of("/aliases/1"), Pos { line: 10, column: 14 });
+        assert_eq!(
+            docs[1].positions.of("/aliases/1"),
+            Pos {
+                line: 10,
+                column: 14
+            }
+        );
         // Unknown pointers fall back to the closest ancestor.
-        assert_eq!(docs[1].positions.of("/aliases/9"), Pos { line: 10, column: 1 });
+        assert_eq!(
+            docs[1].positions.of("/aliases/9"),
+            Pos {
+                line: 10,
+                column: 1
+            }
+        );
     }
 
     #[test]
     fn syntax_error_has_position() {
         let err = parse_file(Path::new("bad.yaml"), "kind: Host\nname: [a\n").unwrap_err();
-        assert!(err.message.starts_with("YAML syntax error"), "{}", err.message);
+        assert!(
+            err.message.starts_with("YAML syntax error"),
+            "{}",
+            err.message
+        );
         assert!(err.pos.line >= 2, "{:?}", err.pos);
     }
 

@@ -30,13 +30,22 @@ impl Reloader {
     /// Reloads now and waits for the outcome; `None` during shutdown.
     pub async fn reload(&self) -> Option<ReloadOutcome> {
         let (tx, rx) = oneshot::channel();
-        self.0.send(ReloadRequest { force: true, reply: Some(tx) }).await.ok()?;
+        self.0
+            .send(ReloadRequest {
+                force: true,
+                reply: Some(tx),
+            })
+            .await
+            .ok()?;
         rx.await.ok()
     }
 
     fn nudge(&self) {
         // A full queue already holds a pending reload that will see this change.
-        let _ = self.0.try_send(ReloadRequest { force: false, reply: None });
+        let _ = self.0.try_send(ReloadRequest {
+            force: false,
+            reply: None,
+        });
     }
 }
 

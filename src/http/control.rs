@@ -36,12 +36,13 @@ async fn config_status(_: Admin, State(state): State<AppState>) -> impl IntoResp
     Json(state.config.status())
 }
 
-async fn config_reload(_: Admin, State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let outcome = state
-        .reloader
-        .reload()
-        .await
-        .ok_or_else(|| ApiError::Unavailable("relay is shutting down; reload not performed".into()))?;
+async fn config_reload(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<impl IntoResponse, ApiError> {
+    let outcome = state.reloader.reload().await.ok_or_else(|| {
+        ApiError::Unavailable("relay is shutting down; reload not performed".into())
+    })?;
     let status = match outcome {
         ReloadOutcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::OK,
@@ -69,7 +70,9 @@ impl FromRequestParts<AppState> for Admin {
             .map(str::trim);
         match presented {
             Some(p) if token.ct_eq(p.as_bytes()) => Ok(Admin),
-            Some(_) => Err(ApiError::Unauthorized("admin token is wrong; use the value of RELAY_ADMIN_TOKEN")),
+            Some(_) => Err(ApiError::Unauthorized(
+                "admin token is wrong; use the value of RELAY_ADMIN_TOKEN",
+            )),
             None => Err(ApiError::Unauthorized(
                 "missing admin credentials: send `Authorization: Bearer <RELAY_ADMIN_TOKEN>`",
             )),

@@ -9,7 +9,10 @@ use super::error::ApiError;
 use super::AppState;
 
 pub fn router(state: AppState) -> Router {
-    Router::new().route("/healthz", get(healthz)).fallback(not_found).with_state(state)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .with_state(state)
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
@@ -21,5 +24,8 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::NotFound(format!("no route for {}; see the README for relay's endpoints", uri.path()))
+    ApiError::NotFound(format!(
+        "no route for {}; see the README for relay's endpoints",
+        uri.path()
+    ))
 }

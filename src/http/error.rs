@@ -49,7 +49,10 @@ impl IntoResponse for ApiError {
         });
         let mut resp = (self.status(), Json(body)).into_response();
         if matches!(self, ApiError::Unauthorized(_)) {
-            resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(
+                "www-authenticate",
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
         }
         resp
     }

@@ -44,7 +44,9 @@ impl MasterKey {
             .unwrap_or_default();
         age::x25519::Identity::from_str(line)
             .map(MasterKey)
-            .map_err(|_| MasterKeyError::Invalid { source_name: source_name.to_string() })
+            .map_err(|_| MasterKeyError::Invalid {
+                source_name: source_name.to_string(),
+            })
     }
 
     pub fn recipient(&self) -> age::x25519::Recipient {
@@ -93,7 +95,10 @@ impl MasterKey {
         }
         let path = Self::file_path(data_dir);
         let key = Self::generate();
-        let werr = |err| MasterKeyError::Write { path: path.clone(), err };
+        let werr = |err| MasterKeyError::Write {
+            path: path.clone(),
+            err,
+        };
         create_private_dir(data_dir).map_err(werr)?;
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
@@ -103,7 +108,8 @@ impl MasterKey {
             opts.mode(0o600);
         }
         let mut file = opts.open(&path).map_err(werr)?;
-        file.write_all(key.file_text().expose().as_bytes()).map_err(werr)?;
+        file.write_all(key.file_text().expose().as_bytes())
+            .map_err(werr)?;
         file.sync_all().map_err(werr)?;
         Ok((key, true))
     }
@@ -137,7 +143,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(MasterKey::file_path(&data)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(MasterKey::file_path(&data))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }
@@ -148,8 +157,13 @@ mod tests {
         let dbg = format!("{k:?}");
         assert!(dbg.contains("age1"));
         assert!(!dbg.contains("AGE-SECRET-KEY"));
-        let err = MasterKey::parse("garbage", "RELAY_MASTER_KEY").unwrap_err().to_string();
-        assert!(err.contains("RELAY_MASTER_KEY") && err.contains("relay keygen"), "{err}");
+        let err = MasterKey::parse("garbage", "RELAY_MASTER_KEY")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("RELAY_MASTER_KEY") && err.contains("relay keygen"),
+            "{err}"
+        );
         assert!(MasterKey::parse(k.to_secret().expose(), "x").is_ok());
     }
 }

@@ -2,8 +2,8 @@
 //! identity) and sealing host key values for the repository.
 
 mod master_key;
-mod secret;
 mod sealed;
+mod secret;
 
 pub use master_key::{MasterKey, MASTER_KEY_FILE};
 pub use sealed::{parse_recipient, seal, unseal, SealError};

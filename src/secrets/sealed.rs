@@ -8,7 +8,9 @@ use super::{MasterKey, Secret};
 pub enum SealError {
     #[error("`{0}` is not an age recipient (expected `age1…`); `relay keygen` prints one")]
     BadRecipient(String),
-    #[error("not a sealed value: expected an armored `-----BEGIN AGE ENCRYPTED FILE-----` block ({0})")]
+    #[error(
+        "not a sealed value: expected an armored `-----BEGIN AGE ENCRYPTED FILE-----` block ({0})"
+    )]
     Malformed(String),
     #[error(
         "the master key cannot decrypt this value; it was probably sealed for a different master key \
@@ -29,7 +31,8 @@ pub fn parse_recipient(text: &str) -> Result<age::x25519::Recipient, SealError> 
 
 /// Encrypts `plaintext` to `recipient` as an armored age file.
 pub fn seal(recipient: &age::x25519::Recipient, plaintext: &str) -> Result<String, SealError> {
-    age::encrypt_and_armor(recipient, plaintext.as_bytes()).map_err(|e| SealError::Encrypt(e.to_string()))
+    age::encrypt_and_armor(recipient, plaintext.as_bytes())
+        .map_err(|e| SealError::Encrypt(e.to_string()))
 }
 
 /// Decrypts an armored age file with the master key.
@@ -63,7 +66,10 @@ mod tests {
         assert_eq!(unseal(&key, &pasted).unwrap().expose(), "sk-test-value");
         let other = MasterKey::generate();
         assert!(matches!(unseal(&other, &sealed), Err(SealError::WrongKey)));
-        assert!(matches!(unseal(&key, "sk-plain"), Err(SealError::Malformed(_))));
+        assert!(matches!(
+            unseal(&key, "sk-plain"),
+            Err(SealError::Malformed(_))
+        ));
         let broken = sealed.replace('A', "B");
         assert!(unseal(&key, &broken).is_err());
     }

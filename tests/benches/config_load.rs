@@ -5,6 +5,8 @@
 //! 2. snapshot reads while reloads swap snapshots — readers must never wait
 //!    on the writer.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,7 +81,10 @@ fn main() {
         let loaded = load_dir(tmp.path(), SecretMode::CheckOnly).unwrap();
         times.push(t.elapsed());
         let errors: Vec<_> = loaded.errors().take(3).map(|p| p.to_string()).collect();
-        assert!(errors.is_empty(), "generated config must be valid: {errors:?}");
+        assert!(
+            errors.is_empty(),
+            "generated config must be valid: {errors:?}"
+        );
         assert_eq!(loaded.snapshot.as_ref().unwrap().models.len(), MODELS);
     }
     times.drain(..2); // warm the page cache
@@ -117,7 +122,11 @@ fn ms(d: Duration) -> f64 {
 /// for the writer, so what is measured is contention, not preemption) takes
 /// snapshot loads plus a model lookup for `duration`, timing each; when
 /// `reload` is set, this thread reloads and swaps in a loop meanwhile.
-fn read_latencies(handle: &Arc<ConfigHandle>, duration: Duration, reload: bool) -> (Vec<u32>, usize, usize) {
+fn read_latencies(
+    handle: &Arc<ConfigHandle>,
+    duration: Duration,
+    reload: bool,
+) -> (Vec<u32>, usize, usize) {
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let h = handle.clone();

@@ -9,12 +9,20 @@ use crate::support::*;
 
 fn run_with_stdin(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
     let mut cmd = relay();
-    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in envs {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -22,20 +30,38 @@ fn keygen() -> (String, String) {
     let out = relay().arg("keygen").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    let identity = text.lines().find(|l| l.starts_with("AGE-SECRET-KEY-1")).unwrap().to_string();
-    let recipient = text.split_whitespace().find(|w| w.starts_with("age1")).unwrap().to_string();
+    let identity = text
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .unwrap()
+        .to_string();
+    let recipient = text
+        .split_whitespace()
+        .find(|w| w.starts_with("age1"))
+        .unwrap()
+        .to_string();
     (identity, recipient)
 }
 
 #[test]
 fn validate_exit_codes_are_0_valid_1_invalid_2_io() {
     let good = TempConfig::new(&[("all.yaml", MINIMAL)]);
-    let out = relay().arg("validate").arg(good.dir()).env("RELAY_TEST_HOST_KEY", "x").output().unwrap();
+    let out = relay()
+        .arg("validate")
+        .arg(good.dir())
+        .env("RELAY_TEST_HOST_KEY", "x")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("valid"));
 
     let bad = TempConfig::new(&[("all.yaml", &MINIMAL.replace("host: mock", "host: mokc"))]);
-    let out = relay().arg("validate").arg(bad.dir()).env("RELAY_TEST_HOST_KEY", "x").output().unwrap();
+    let out = relay()
+        .arg("validate")
+        .arg(bad.dir())
+        .env("RELAY_TEST_HOST_KEY", "x")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let dir = bad.dir().display().to_string();
@@ -44,11 +70,18 @@ fn validate_exit_codes_are_0_valid_1_invalid_2_io() {
         format!("{dir}/all.yaml:16:7: Binding/m1-mock: host: host `mokc` does not exist; did you mean `mock`?")
     );
 
-    let out = relay().arg("validate").arg("/nonexistent/relay-config").output().unwrap();
+    let out = relay()
+        .arg("validate")
+        .arg("/nonexistent/relay-config")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config directory"));
 
-    let out = relay().args(["validate", "--format", "yaml"]).output().unwrap();
+    let out = relay()
+        .args(["validate", "--format", "yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "usage error");
 }
 
@@ -56,26 +89,49 @@ fn validate_exit_codes_are_0_valid_1_invalid_2_io() {
 fn validate_reads_relay_config_dir_and_warnings_do_not_fail_unless_strict() {
     let cfg = TempConfig::new(&[("all.yaml", MINIMAL)]);
     // RELAY_TEST_HOST_KEY unset: a warning, not an error.
-    let out = relay().arg("validate").env("RELAY_CONFIG_DIR", cfg.dir()).output().unwrap();
+    let out = relay()
+        .arg("validate")
+        .env("RELAY_CONFIG_DIR", cfg.dir())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.contains("warning: Host/mock: keys[0].env: environment variable RELAY_TEST_HOST_KEY is not set"), "{stdout}");
-    let out = relay().args(["validate", "--strict"]).arg(cfg.dir()).output().unwrap();
+    assert!(
+        stdout.contains(
+            "warning: Host/mock: keys[0].env: environment variable RELAY_TEST_HOST_KEY is not set"
+        ),
+        "{stdout}"
+    );
+    let out = relay()
+        .args(["validate", "--strict"])
+        .arg(cfg.dir())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
 fn validate_json_lists_every_problem_with_position_and_severity() {
     let cfg = TempConfig::new(&[
-        ("a.yaml", &MINIMAL.replace("adapter: openai", "adapter: grpc")),
+        (
+            "a.yaml",
+            &MINIMAL.replace("adapter: openai", "adapter: grpc"),
+        ),
         ("b.yaml", "kind: Model\nname: m1\n"),
     ]);
-    let out = relay().args(["validate", "--format", "json"]).arg(cfg.dir()).output().unwrap();
+    let out = relay()
+        .args(["validate", "--format", "json"])
+        .arg(cfg.dir())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["valid"], false);
     let problems = v["problems"].as_array().unwrap();
-    let errors: Vec<&Value> = problems.iter().filter(|p| p["severity"] == "error").collect();
+    let errors: Vec<&Value> = problems
+        .iter()
+        .filter(|p| p["severity"] == "error")
+        .collect();
     assert_eq!(errors.len(), 2, "{problems:#?}");
     let adapter = errors.iter().find(|p| p["field"] == "adapter").unwrap();
     assert_eq!(adapter["kind"], "Binding");
@@ -83,7 +139,15 @@ fn validate_json_lists_every_problem_with_position_and_severity() {
     assert_eq!(adapter["line"], 17);
     assert_eq!(adapter["column"], 10);
     assert!(adapter["file"].as_str().unwrap().ends_with("a.yaml"));
-    let dup = errors.iter().find(|p| p["message"].as_str().unwrap().contains("duplicate Model name")).unwrap();
+    let dup = errors
+        .iter()
+        .find(|p| {
+            p["message"]
+                .as_str()
+                .unwrap()
+                .contains("duplicate Model name")
+        })
+        .unwrap();
     assert!(dup["file"].as_str().unwrap().ends_with("b.yaml"));
     assert!(problems.iter().any(|p| p["severity"] == "warning"));
 }
@@ -91,24 +155,44 @@ fn validate_json_lists_every_problem_with_position_and_severity() {
 #[test]
 fn sealing_needs_only_the_recipient_and_decrypt_needs_the_master_key() {
     let (identity, recipient) = keygen();
-    let out = run_with_stdin(&["secret", "encrypt", "--recipient", &recipient], &[], "sk-abc\n");
+    let out = run_with_stdin(
+        &["secret", "encrypt", "--recipient", &recipient],
+        &[],
+        "sk-abc\n",
+    );
     assert!(out.status.success(), "{out:?}");
     let sealed = String::from_utf8(out.stdout).unwrap();
     assert!(sealed.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
     assert!(!sealed.contains("sk-abc"));
 
-    let out = run_with_stdin(&["secret", "decrypt"], &[("RELAY_MASTER_KEY", &identity)], &sealed);
+    let out = run_with_stdin(
+        &["secret", "decrypt"],
+        &[("RELAY_MASTER_KEY", &identity)],
+        &sealed,
+    );
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "sk-abc\n", "the trailing newline of echo is not sealed");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "sk-abc\n",
+        "the trailing newline of echo is not sealed"
+    );
 
     let (other, _) = keygen();
-    let out = run_with_stdin(&["secret", "decrypt"], &[("RELAY_MASTER_KEY", &other)], &sealed);
+    let out = run_with_stdin(
+        &["secret", "decrypt"],
+        &[("RELAY_MASTER_KEY", &other)],
+        &sealed,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("RELAY_MASTER_KEY changed"));
 
     // No recipient anywhere: a usage error that says what to pass.
     let empty = tempfile::tempdir().unwrap();
-    let out = run_with_stdin(&["secret", "encrypt"], &[("RELAY_DATA_DIR", empty.path().to_str().unwrap())], "x");
+    let out = run_with_stdin(
+        &["secret", "encrypt"],
+        &[("RELAY_DATA_DIR", empty.path().to_str().unwrap())],
+        "x",
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--recipient"));
     let out = run_with_stdin(&["secret", "encrypt", "--recipient", "age1nope"], &[], "x");
@@ -119,7 +203,12 @@ fn sealing_needs_only_the_recipient_and_decrypt_needs_the_master_key() {
 fn validate_decrypt_proves_every_sealed_value() {
     let (identity, recipient) = keygen();
     let sealed = String::from_utf8(
-        run_with_stdin(&["secret", "encrypt"], &[("RELAY_RECIPIENT", &recipient)], "sk-value").stdout,
+        run_with_stdin(
+            &["secret", "encrypt"],
+            &[("RELAY_RECIPIENT", &recipient)],
+            "sk-value",
+        )
+        .stdout,
     )
     .unwrap();
     let indented: String = sealed.lines().map(|l| format!("      {l}\n")).collect();
@@ -129,15 +218,35 @@ fn validate_decrypt_proves_every_sealed_value() {
 
     let plain = relay().arg("validate").arg(cfg.dir()).output().unwrap();
     assert_eq!(plain.status.code(), Some(0), "{plain:?}");
-    let ok = relay().args(["validate", "--decrypt"]).arg(cfg.dir()).env("RELAY_MASTER_KEY", &identity).output().unwrap();
+    let ok = relay()
+        .args(["validate", "--decrypt"])
+        .arg(cfg.dir())
+        .env("RELAY_MASTER_KEY", &identity)
+        .output()
+        .unwrap();
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     let (other, _) = keygen();
-    let bad = relay().args(["validate", "--decrypt"]).arg(cfg.dir()).env("RELAY_MASTER_KEY", &other).output().unwrap();
+    let bad = relay()
+        .args(["validate", "--decrypt"])
+        .arg(cfg.dir())
+        .env("RELAY_MASTER_KEY", &other)
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     let stdout = String::from_utf8(bad.stdout).unwrap();
-    assert!(stdout.contains("host.yaml:7:7: Host/mock: keys[0].age: key `sealed`: the master key cannot decrypt"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "host.yaml:7:7: Host/mock: keys[0].age: key `sealed`: the master key cannot decrypt"
+        ),
+        "{stdout}"
+    );
     let empty = tempfile::tempdir().unwrap();
-    let missing = relay().args(["validate", "--decrypt"]).arg(cfg.dir()).env("RELAY_DATA_DIR", empty.path()).output().unwrap();
+    let missing = relay()
+        .args(["validate", "--decrypt"])
+        .arg(cfg.dir())
+        .env("RELAY_DATA_DIR", empty.path())
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("RELAY_MASTER_KEY"));
 }

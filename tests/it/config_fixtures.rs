@@ -9,9 +9,17 @@ use relay::config::{load_dir, SecretMode};
 #[test]
 fn every_fixture_reports_exactly_its_expected_problems() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config");
-    let mut cases: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut cases: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
     cases.sort();
-    assert!(cases.len() >= 15, "the catalogue shrank: {} cases", cases.len());
+    assert!(
+        cases.len() >= 15,
+        "the catalogue shrank: {} cases",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for case in &cases {
         let expected = std::fs::read_to_string(case.join("expected.txt"))

@@ -11,7 +11,8 @@ fn committed_schemas_match_the_rust_types() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
     for kind in Kind::ALL {
         let path = dir.join(kind.schema_file());
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let committed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             committed,
@@ -41,7 +42,10 @@ fn every_schema_field_is_documented() {
     for kind in Kind::ALL {
         walk(&schema_for(kind), kind.as_str(), &mut missing);
     }
-    assert!(missing.is_empty(), "fields without a doc comment: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "fields without a doc comment: {missing:?}"
+    );
 }
 
 #[test]
@@ -118,13 +122,27 @@ password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFza
     assert_eq!(h.breaker.server_error_cooldown.as_secs(), 5);
     assert_eq!(h.breaker.server_error_threshold, 4);
     let m = s.model("m2").unwrap();
-    assert_eq!((m.context_window, m.max_output_tokens), (Some(1000), Some(100)));
+    assert_eq!(
+        (m.context_window, m.max_output_tokens),
+        (Some(1000), Some(100))
+    );
     assert_eq!(m.pricing.unwrap().cache_write_per_mtok, 1.25);
     let b = s.routes(m).next().unwrap();
-    assert_eq!((b.priority, b.weight, b.adapter.as_str(), b.upstream.as_str()), (3, 7, "anthropic", "u"));
+    assert_eq!(
+        (
+            b.priority,
+            b.weight,
+            b.adapter.as_str(),
+            b.upstream.as_str()
+        ),
+        (3, 7, "anthropic", "u")
+    );
     let p = s.policy("p").unwrap();
     assert!(p.grants("m") && !p.grants("x"));
     assert_eq!(p.limits.max_concurrent_requests, Some(3));
     assert_eq!(p.budget.unwrap().usd, 10.0);
-    assert_eq!(s.user("u").unwrap().role, relay::config::kinds::Role::Viewer);
+    assert_eq!(
+        s.user("u").unwrap().role,
+        relay::config::kinds::Role::Viewer
+    );
 }

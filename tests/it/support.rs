@@ -125,7 +125,10 @@ impl RelayBuilder {
             .env("RELAY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RELAY_LOG", "info,relay=debug")
             .env("RELAY_TEST_HOST_KEY", "sk-test-host-key-value");
-        RelayBuilder { cmd, expect_control: true }
+        RelayBuilder {
+            cmd,
+            expect_control: true,
+        }
     }
 
     pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Self {
@@ -142,7 +145,10 @@ impl RelayBuilder {
     }
 
     pub fn start(mut self) -> Relay {
-        self.cmd.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
+        self.cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         let mut child = self.cmd.spawn().expect("spawn relay");
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
@@ -153,7 +159,13 @@ impl RelayBuilder {
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut relay = Relay { child, data_url: String::new(), control_url: None, logs, http: reqwest::Client::new() };
+        let mut relay = Relay {
+            child,
+            data_url: String::new(),
+            control_url: None,
+            logs,
+            http: reqwest::Client::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = relay.child.try_wait().unwrap() {
@@ -168,7 +180,11 @@ impl RelayBuilder {
                     return relay;
                 }
             }
-            assert!(Instant::now() < deadline, "relay did not start:\n{}", relay.logs());
+            assert!(
+                Instant::now() < deadline,
+                "relay did not start:\n{}",
+                relay.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -184,7 +200,12 @@ impl Relay {
         logs.iter().find_map(|l| {
             let i = l.find(marker)?;
             let rest = &l[i + marker.len()..];
-            Some(rest.split_whitespace().next()?.trim_end_matches(|c: char| !c.is_ascii_digit()).to_string())
+            Some(
+                rest.split_whitespace()
+                    .next()?
+                    .trim_end_matches(|c: char| !c.is_ascii_digit())
+                    .to_string(),
+            )
         })
     }
 
@@ -193,7 +214,10 @@ impl Relay {
     }
 
     pub fn control(&self, path: &str) -> String {
-        format!("{}{path}", self.control_url.as_ref().expect("control plane enabled"))
+        format!(
+            "{}{path}",
+            self.control_url.as_ref().expect("control plane enabled")
+        )
     }
 
     pub fn data(&self, path: &str) -> String {
@@ -202,7 +226,13 @@ impl Relay {
 
     /// GET on the control plane with the admin token.
     pub async fn admin_get(&self, path: &str) -> serde_json::Value {
-        let r = self.http.get(self.control(path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let r = self
+            .http
+            .get(self.control(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success(), "{path}: {}", r.status());
         r.json().await.unwrap()
     }
@@ -212,20 +242,31 @@ impl Relay {
     }
 
     /// Polls `/api/config/status` until `pred` holds (10 s at most).
-    pub async fn wait_status(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let s = self.status().await;
             if pred(&s) {
                 return s;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; last status: {s:#}\nlogs:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last status: {s:#}\nlogs:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -237,7 +278,11 @@ impl Relay {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "relay did not stop on SIGTERM:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "relay did not stop on SIGTERM:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
