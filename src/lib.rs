@@ -3,12 +3,17 @@
 //!
 //! See ARCHITECTURE.md for how the modules fit together.
 
+pub mod adapters;
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod gateway;
 pub mod http;
 pub mod secrets;
 pub mod serve;
+pub mod store;
 pub mod telemetry;
+pub mod upstream;
 
 /// Build version and the git commit it was built from.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -8,10 +8,13 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::KeyCache;
 use crate::config::reload::LoadFailure;
 use crate::config::{watch, ConfigHandle, Problem};
+use crate::gateway::{usage, Gateway};
 use crate::http::{self, AppState};
 use crate::secrets::{MasterKey, Secret};
+use crate::store::Store;
 
 #[derive(Debug)]
 pub struct ServeSettings {
@@ -23,6 +26,8 @@ pub struct ServeSettings {
     pub control_port: Option<u16>,
     pub master_key: Option<Secret>,
     pub admin_token: Option<Secret>,
+    /// `postgres://…`; unset means SQLite in `data_dir`.
+    pub database_url: Option<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +38,8 @@ pub enum ServeError {
     Config(String),
     #[error("master key: {0}")]
     MasterKey(String),
+    #[error("runtime store: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("cannot listen on {addr}: {err}; is another process using the port? Set RELAY_PORT / RELAY_CONTROL_PORT")]
     Bind {
         addr: SocketAddr,
@@ -83,12 +90,28 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     tracing::info!(revision = %snap.revision, dir = %settings.config_dir.display(), "config loaded");
     drop(snap);
 
+    let store = Store::open(
+        settings.database_url.as_ref().map(|u| u.expose()),
+        &settings.data_dir,
+    )
+    .await?;
+    tracing::info!(backend = store.backend(), "runtime store ready");
+    let keys = Arc::new(KeyCache::load(store.clone()).await?);
+
     let shutdown = CancellationToken::new();
+    // Background writers stop only after the servers have drained, so
+    // nothing in-flight loses its usage record.
+    let background = CancellationToken::new();
+    let refresher = keys.spawn_refresher(background.clone());
+    let (usage, usage_writer) = usage::spawn_writer(store.clone(), background.clone());
     let reloader = watch::spawn(handle.clone(), shutdown.clone());
+    let gateway = Arc::new(Gateway::new(handle.clone(), keys, usage));
     let state = AppState {
         config: handle,
         reloader,
         admin_token: settings.admin_token.map(Arc::new),
+        gateway,
+        store: store.clone(),
     };
 
     let data_addr = SocketAddr::new(settings.bind, settings.port);
@@ -111,7 +134,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
             );
             servers.spawn(serve(
                 control,
-                http::control::router(state),
+                http::control::router(state.clone()),
                 shutdown.clone(),
             ));
         }
@@ -125,21 +148,23 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
         signal_shutdown.cancel();
     });
 
+    let mut result = Ok(());
     while let Some(res) = servers.join_next().await {
-        match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                shutdown.cancel();
-                return Err(e.into());
-            }
-            Err(e) => {
-                shutdown.cancel();
-                return Err(ServeError::Config(format!("server task failed: {e}")));
-            }
-        }
+        let failed = match res {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => ServeError::Io(e),
+            Err(e) => ServeError::Config(format!("server task failed: {e}")),
+        };
+        shutdown.cancel();
+        result = Err(failed);
     }
+    drop(state);
+    background.cancel();
+    let _ = usage_writer.await;
+    let _ = refresher.await;
+    store.close().await;
     tracing::info!("stopped");
-    Ok(())
+    result
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {

@@ -1,6 +1,7 @@
 //! Command line: parse, set up logging, dispatch. Each subcommand lives in
 //! its own module and returns an exit code.
 
+mod keys;
 mod schema;
 mod secret;
 mod serve;
@@ -50,6 +51,11 @@ pub enum Command {
     Secret(secret::SecretCommand),
     /// Write the JSON Schemas of the config kinds (what `schemas/` holds).
     Schema(schema::SchemaArgs),
+    /// Manage relay keys in the runtime store.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Apply database migrations (`serve` also applies them at start).
+    Migrate(keys::StoreArgs),
 }
 
 /// Shared flag: where the config lives.
@@ -60,6 +66,24 @@ pub struct DataDirArg {
     pub data_dir: PathBuf,
 }
 
+/// Shared flag: where runtime state lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArg {
+    /// `postgres://…` selects PostgreSQL for runtime state; unset means
+    /// SQLite in RELAY_DATA_DIR.
+    #[arg(long, env = "RELAY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl DatabaseArg {
+    pub fn url(&self) -> Option<crate::secrets::Secret> {
+        self.database_url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .map(crate::secrets::Secret::new)
+    }
+}
+
 pub fn run(cli: Cli) -> ExitCode {
     telemetry::init(&cli.log, cli.log_format);
     match cli.command {
@@ -68,6 +92,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keygen => secret::keygen(),
         Command::Secret(cmd) => secret::run(cmd),
         Command::Schema(args) => schema::run(args),
+        Command::Keys(cmd) => keys::run(cmd),
+        Command::Migrate(args) => keys::migrate(args),
     }
 }
 
@@ -77,4 +103,11 @@ pub const EXIT_USAGE: u8 = 2;
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(EXIT_USAGE)
+}
+
+/// `30d`, `12h`, `90m` → milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    humantime::parse_duration(s.trim())
+        .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
+        .map_err(|e| format!("`{s}` is not a duration like `30d`, `12h` or `90m`: {e}"))
 }

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 
-use super::DataDirArg;
+use super::{DataDirArg, DatabaseArg};
 use crate::secrets::Secret;
 use crate::serve::{run as serve, ServeError, ServeSettings};
 
@@ -30,6 +30,8 @@ pub struct ServeArgs {
     /// Bearer token granting admin access to the control plane.
     #[arg(long, env = "RELAY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    #[command(flatten)]
+    pub database: DatabaseArg,
 }
 
 /// A port number, or `off`.
@@ -58,6 +60,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         control_port: args.control_port.0,
         master_key: args.master_key.map(Secret::new),
         admin_token: args.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
+        database_url: args.database.url(),
     };
     let config_dir = settings.config_dir.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

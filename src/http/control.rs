@@ -1,6 +1,6 @@
 //! Control plane: `/version` (public) and the admin API.
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -17,6 +17,11 @@ pub fn router(state: AppState) -> Router {
         .route("/version", get(version))
         .route("/api/config/status", get(config_status))
         .route("/api/config/reload", post(config_reload))
+        .route("/api/keys", post(create_key).get(list_keys))
+        .route("/api/keys/{id}", axum::routing::delete(delete_key))
+        .route("/api/keys/{id}/disable", post(disable_key))
+        .route("/api/keys/{id}/enable", post(enable_key))
+        .route("/api/usage", get(usage))
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::NotFound(format!("no control-plane route for {}", uri.path()))
         })
@@ -48,6 +53,133 @@ async fn config_reload(
         _ => StatusCode::OK,
     };
     Ok((status, Json(outcome)))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    policy: String,
+    #[serde(default)]
+    name: Option<String>,
+    /// A duration (`30d`, `12h`) or a number of seconds.
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+}
+
+async fn create_key(
+    _: Admin,
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: CreateKey = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected a JSON body {{\"policy\", \"name\"?, \"expires_in\"?}}: {e}"
+        ))
+    })?;
+    let snap = state.config.snapshot();
+    if snap.policy(&req.policy).is_none() {
+        let known: Vec<&str> = snap.policies.iter().map(|p| p.name.as_str()).collect();
+        return Err(ApiError::BadRequest(format!(
+            "policy `{}` is not defined in config; defined: {}",
+            req.policy,
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )));
+    }
+    let expires_in_ms = match req.expires_in {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => Some(
+            n.as_i64().filter(|s| *s > 0).ok_or_else(|| {
+                ApiError::BadRequest(
+                    "`expires_in` must be a positive number of seconds or a duration like `30d`"
+                        .into(),
+                )
+            })? * 1000,
+        ),
+        Some(serde_json::Value::String(s)) => {
+            Some(crate::cli::parse_duration_ms(&s).map_err(ApiError::BadRequest)?)
+        }
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "`expires_in` must be a number of seconds or a duration like `30d`".into(),
+            ))
+        }
+    };
+    let minted = crate::auth::manage::mint(
+        &state.store,
+        state.gateway.keys.hasher(),
+        &req.policy,
+        req.name,
+        expires_in_ms,
+    )
+    .await?;
+    state.gateway.keys.refresh().await?;
+    let mut body = serde_json::to_value(&minted.row).unwrap_or_default();
+    body["key"] = serde_json::Value::from(minted.plaintext.expose());
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn list_keys(_: Admin, State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(json!({ "keys": state.store.list_keys().await? })))
+}
+
+async fn set_enabled(
+    state: &AppState,
+    id: &str,
+    enabled: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !state.store.set_key_enabled(id, enabled).await? {
+        return Err(ApiError::NotFound(format!(
+            "no relay key with id `{id}`; GET /api/keys lists them"
+        )));
+    }
+    state.gateway.keys.refresh().await?;
+    let row = state.store.get_key(id).await?;
+    Ok(Json(serde_json::to_value(row).unwrap_or_default()))
+}
+
+async fn disable_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    set_enabled(&state, &id, false).await
+}
+
+async fn enable_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    set_enabled(&state, &id, true).await
+}
+
+async fn delete_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    if !state.store.delete_key(&id).await? {
+        return Err(ApiError::NotFound(format!(
+            "no relay key with id `{id}`; GET /api/keys lists them"
+        )));
+    }
+    state.gateway.keys.refresh().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/usage?key_id=&model=&from=&to=&limit=`: records and totals.
+async fn usage(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<crate::store::UsageQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let totals = state.store.usage_totals(&q).await?;
+    let records = state.store.usage(&q).await?;
+    Ok(Json(json!({ "totals": totals, "records": records })))
 }
 
 /// Extractor that admits only requests bearing `RELAY_ADMIN_TOKEN`.

@@ -1,31 +1,151 @@
-//! Data plane: the inference API and `/healthz`.
+//! Data plane: the inference API (OpenAI and Anthropic surfaces, also under
+//! the provider-prefixed paths older clients use) and `/healthz`.
 
-use axum::extract::State;
-use axum::routing::get;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 use serde_json::json;
 
-use super::error::ApiError;
+use super::error::{json_response, render_gateway_error};
 use super::AppState;
+use crate::adapters::Protocol;
+use crate::gateway::{Endpoint, Reply, ReplyBody};
+
+/// Largest request body accepted (Anthropic's own limit is 32 MB).
+pub const MAX_REQUEST_BYTES: usize = 32 << 20;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/v1/chat/completions", post(chat))
+        .route("/openai/v1/chat/completions", post(chat))
+        .route("/v1/messages", post(messages))
+        .route("/anthropic/v1/messages", post(messages))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/openai/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/openai/v1/models", get(models))
+        .route("/anthropic/v1/models", get(models))
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(state)
 }
 
-async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let snap = state.config.snapshot();
-    Json(json!({
-        "status": "ok",
-        "config": { "revision": snap.revision, "loaded_at": crate::config::reload::timestamp(snap.loaded_at) },
-    }))
+async fn chat(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    inference(s, Endpoint::ChatCompletions, headers, body).await
 }
 
-async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::NotFound(format!(
-        "no route for {}; see the README for relay's endpoints",
+async fn messages(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    inference(s, Endpoint::Messages, headers, body).await
+}
+
+async fn embeddings(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    inference(s, Endpoint::Embeddings, headers, body).await
+}
+
+async fn inference(s: AppState, endpoint: Endpoint, headers: HeaderMap, body: Bytes) -> Response {
+    let protocol = endpoint.protocol();
+    let key = match s.gateway.authenticate(presented_key(&headers, protocol)) {
+        Ok(k) => k,
+        Err(e) => return render_gateway_error(protocol, e),
+    };
+    match s.gateway.call(endpoint, key, &headers, body).await {
+        Ok(reply) => reply_response(reply),
+        Err(e) => render_gateway_error(protocol, e),
+    }
+}
+
+/// The relay key: `Authorization: Bearer`, or on the Anthropic surface also
+/// `x-api-key`, as Anthropic SDKs send it.
+fn presented_key(headers: &HeaderMap, protocol: Protocol) -> Option<&str> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    match protocol {
+        Protocol::Anthropic => {
+            bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        }
+        Protocol::OpenAi => bearer,
+    }
+}
+
+fn reply_response(reply: Reply) -> Response {
+    let body = match reply.body {
+        ReplyBody::Full(b) => Body::from(b),
+        ReplyBody::Stream(s) => Body::from_stream(s),
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = reply.status;
+    *resp.headers_mut() = reply.headers;
+    resp
+}
+
+/// `GET /v1/models`: the catalog models this key can reach, OpenAI format.
+async fn models(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let key = match s
+        .gateway
+        .authenticate(presented_key(&headers, Protocol::Anthropic))
+    {
+        Ok(k) => k,
+        Err(e) => return render_gateway_error(Protocol::OpenAi, e),
+    };
+    let snap = s.config.snapshot();
+    let created = snap
+        .loaded_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let data: Vec<_> = s
+        .gateway
+        .reachable_models(&snap, &key)
+        .into_iter()
+        .map(|m| json!({"id": m.name, "object": "model", "created": created, "owned_by": "relay"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// Liveness plus a database round trip; 503 names the failing dependency.
+async fn healthz(State(s): State<AppState>) -> Response {
+    let snap = s.config.snapshot();
+    let config = json!({ "revision": snap.revision, "loaded_at": crate::config::reload::timestamp(snap.loaded_at) });
+    let db = tokio::time::timeout(Duration::from_secs(2), s.store.ping()).await;
+    let database = match &db {
+        Ok(Ok(())) => json!({"status": "ok", "backend": s.store.backend()}),
+        Ok(Err(e)) => {
+            json!({"status": "error", "backend": s.store.backend(), "error": e.to_string()})
+        }
+        Err(_) => {
+            json!({"status": "error", "backend": s.store.backend(), "error": "ping timed out after 2s"})
+        }
+    };
+    if matches!(db, Ok(Ok(()))) {
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ok", "database": database, "config": config})),
+        )
+            .into_response()
+    } else {
+        let body = json!({"status": "unavailable", "failing": ["database"], "database": database, "config": config});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let msg = format!(
+        "no route for {}; relay serves /v1/chat/completions, /v1/messages, /v1/embeddings, /v1/models and /healthz",
         uri.path()
-    ))
+    );
+    json_response(
+        StatusCode::NOT_FOUND,
+        Protocol::OpenAi.error_body(404, &msg, "unknown_route"),
+    )
 }

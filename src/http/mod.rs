@@ -8,7 +8,9 @@ pub mod error;
 use std::sync::Arc;
 
 use crate::config::{watch::Reloader, ConfigHandle};
+use crate::gateway::Gateway;
 use crate::secrets::Secret;
+use crate::store::Store;
 
 /// What handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -16,4 +18,6 @@ pub struct AppState {
     pub config: Arc<ConfigHandle>,
     pub reloader: Reloader,
     pub admin_token: Option<Arc<Secret>>,
+    pub gateway: Arc<Gateway>,
+    pub store: Store,
 }

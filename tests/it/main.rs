@@ -3,10 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod config_fixtures;
+mod mock_selftest;
 #[path = "../common/mock_upstream.rs"]
 mod mock_upstream;
-mod mock_selftest;
-mod config_fixtures;
 mod reload;
 mod schemas;
 mod support;

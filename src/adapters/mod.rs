@@ -1,0 +1,86 @@
+//! Wire formats. Each client surface and each binding adapter speaks one
+//! `Protocol`; this module knows their request heads, usage fields, stream
+//! events and error shapes. Same-protocol calls pass bodies through with only
+//! the `model` field rewritten; translation between protocols plugs in here.
+
+pub mod anthropic;
+pub mod body;
+pub mod openai;
+pub mod sse;
+
+use bytes::Bytes;
+
+use crate::config::kinds::Adapter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    OpenAi,
+    Anthropic,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::OpenAi => "openai",
+            Protocol::Anthropic => "anthropic",
+        }
+    }
+
+    /// An error body in this protocol's shape.
+    pub fn error_body(self, status: u16, message: &str, code: &str) -> Bytes {
+        match self {
+            Protocol::OpenAi => openai::error_body(status, message, code),
+            Protocol::Anthropic => anthropic::error_body(status, message),
+        }
+    }
+
+    /// An in-stream error event in this protocol's framing.
+    pub fn error_event(self, message: &str) -> Bytes {
+        match self {
+            Protocol::OpenAi => openai::error_event(message),
+            Protocol::Anthropic => anthropic::error_event(message),
+        }
+    }
+}
+
+impl From<Adapter> for Protocol {
+    fn from(a: Adapter) -> Protocol {
+        match a {
+            Adapter::Openai => Protocol::OpenAi,
+            Adapter::Anthropic => Protocol::Anthropic,
+        }
+    }
+}
+
+/// Token counts, normalised: `input_tokens` excludes cache reads and writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+    }
+}
+
+/// What a stream observer made of one upstream event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Forward to the client.
+    Forward,
+    /// Do not forward (e.g. the usage chunk a client did not ask for).
+    Skip,
+    /// The protocol's terminal event: forward it; the stream is complete.
+    Done,
+    /// An in-band error event: forward it; the stream failed.
+    Error,
+}
+
+/// JSON-escapes `s` into a string literal (with quotes).
+pub(crate) fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}

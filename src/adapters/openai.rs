@@ -1,0 +1,167 @@
+//! OpenAI Chat Completions (and Embeddings) wire details.
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::{json_string, sse, Seen, Usage};
+
+/// Error `type` for a status, in OpenAI's vocabulary.
+pub fn error_type(status: u16) -> &'static str {
+    match status {
+        400 | 404 | 409 | 413 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        _ => "server_error",
+    }
+}
+
+pub fn error_body(status: u16, message: &str, code: &str) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"error":{{"message":{},"type":"{}","param":null,"code":{}}}}}"#,
+        json_string(message),
+        error_type(status),
+        json_string(code)
+    ))
+}
+
+pub fn error_event(message: &str) -> Bytes {
+    Bytes::from(format!(
+        "data: {{\"error\":{{\"message\":{},\"type\":\"server_error\",\"param\":null,\"code\":null}}}}\n\n",
+        json_string(message)
+    ))
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Usage {
+        let cached = u.prompt_tokens_details.map_or(0, |d| d.cached_tokens);
+        Usage {
+            // OpenAI's prompt_tokens include the cached ones.
+            input_tokens: u.prompt_tokens.saturating_sub(cached),
+            output_tokens: u.completion_tokens,
+            cache_read_tokens: cached,
+            cache_write_tokens: 0,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// Usage of a non-streamed chat completion or embeddings response.
+pub fn response_usage(body: &[u8]) -> Option<Usage> {
+    serde_json::from_slice::<WithUsage>(body)
+        .ok()?
+        .usage
+        .map(Usage::from)
+}
+
+/// Watches a Chat Completions stream: finds the usage chunk (dropping it if
+/// the client did not ask for it), `[DONE]`, and in-band errors.
+pub struct StreamWatch {
+    pub client_wants_usage: bool,
+    pub usage: Option<Usage>,
+}
+
+impl StreamWatch {
+    pub fn observe(&mut self, event: &[u8]) -> Seen {
+        let (_, data) = sse::parse(event);
+        let data = data.as_ref();
+        if data == b"[DONE]" {
+            return Seen::Done;
+        }
+        if data.starts_with(b"{\"error\"")
+            || contains(data, b"\"error\":{") && !contains(data, b"\"choices\"")
+        {
+            return Seen::Error;
+        }
+        // Only the usage chunk carries a non-null usage object; skip the
+        // parse for every other chunk.
+        if contains(data, b"\"usage\":{") {
+            if let Ok(w) = serde_json::from_slice::<WithUsage>(data) {
+                if let Some(u) = w.usage {
+                    self.usage = Some(u.into());
+                    let only_usage = !contains(data, b"\"delta\"");
+                    if only_usage && !self.client_wants_usage {
+                        return Seen::Skip;
+                    }
+                }
+            }
+        }
+        Seen::Forward
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_counts_cached_tokens_once() {
+        let u = response_usage(br#"{"id":"x","usage":{"prompt_tokens":1200,"completion_tokens":40,"total_tokens":1240,"prompt_tokens_details":{"cached_tokens":1024}}}"#).unwrap();
+        assert_eq!(
+            u,
+            Usage {
+                input_tokens: 176,
+                output_tokens: 40,
+                cache_read_tokens: 1024,
+                cache_write_tokens: 0
+            }
+        );
+        assert_eq!(response_usage(b"{}"), None);
+        assert_eq!(response_usage(b"garbage"), None);
+    }
+
+    #[test]
+    fn stream_watch_finds_usage_done_and_errors() {
+        let mut w = StreamWatch {
+            client_wants_usage: false,
+            usage: None,
+        };
+        assert_eq!(
+            w.observe(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n"),
+            Seen::Forward
+        );
+        assert_eq!(w.observe(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2}}\n\n"), Seen::Skip);
+        assert_eq!(w.usage.unwrap().output_tokens, 2);
+        assert_eq!(w.observe(b"data: [DONE]\n\n"), Seen::Done);
+        assert_eq!(
+            w.observe(b"data: {\"error\":{\"message\":\"x\"}}\n\n"),
+            Seen::Error
+        );
+        w.client_wants_usage = true;
+        assert_eq!(w.observe(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2}}\n\n"), Seen::Forward);
+    }
+
+    #[test]
+    fn error_bodies_are_valid_json() {
+        let b = error_body(404, "model `x` \"quoted\"", "model_not_found");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["message"], "model `x` \"quoted\"");
+    }
+}

@@ -1,0 +1,181 @@
+//! `GatewayError`: every way a call can fail, with the status it maps to.
+//! The HTTP edge renders it in the caller's protocol.
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use crate::adapters::Protocol;
+use crate::auth::AuthError;
+use crate::config::snapshot::{Host, HostKey, KeySource, Model};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Auth(AuthError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(
+        "model `{model}` is not granted by policy `{policy}`: the relay key authenticated, but its policy does not \
+         allow this model; confirm the model is in the policy's allowed set (GET /v1/models lists what this key can reach)"
+    )]
+    NotGranted { model: String, policy: String },
+    #[error(
+        "this relay key's policy `{policy}` does not exist in the current config; add it to the config repository \
+         or mint a key with an existing policy"
+    )]
+    PolicyMissing { policy: String },
+    #[error(
+        "unknown model `{model}`: it does not resolve to any catalog model; GET /v1/models lists what this key can reach"
+    )]
+    UnknownModel { model: String },
+    #[error(
+        "model `{model}` has no enabled binding: a model needs a binding to a host (with an adapter and an upstream \
+         name) to be routable"
+    )]
+    NoBinding { model: String },
+    #[error("no healthy keys in pool for model `{model}` on host `{host}`: {reason}")]
+    NoHealthyKeys {
+        model: String,
+        host: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("upstream host `{host}` is unreachable: {detail}")]
+    UpstreamUnreachable { host: String, detail: String },
+    #[error("upstream host `{host}` did not answer within its timeout; raise the host's `timeout` or try again")]
+    UpstreamTimeout { host: String },
+    #[error(
+        "upstream host `{host}` rejected its key `{key}` ({status}); fix or rotate that key's value in the config \
+         repository"
+    )]
+    UpstreamKeyRejected {
+        host: String,
+        key: String,
+        status: u16,
+    },
+    #[error(
+        "upstream host `{host}` answered with a protocol error: {detail}; check that the binding's adapter matches \
+         how the upstream speaks"
+    )]
+    UpstreamProtocol { host: String, detail: String },
+    /// An upstream error passed on to the client: status and body in the
+    /// upstream's protocol.
+    #[error("upstream error {status}")]
+    UpstreamStatus {
+        status: u16,
+        protocol: Protocol,
+        body: Bytes,
+        retry_after: Option<String>,
+    },
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        let code = match self {
+            GatewayError::Auth(_) => 401,
+            GatewayError::BadRequest(_) => 400,
+            GatewayError::NotGranted { .. } | GatewayError::PolicyMissing { .. } => 403,
+            GatewayError::UnknownModel { .. } | GatewayError::NoBinding { .. } => 404,
+            GatewayError::NoHealthyKeys { .. } => 503,
+            GatewayError::Unsupported(_) => 501,
+            GatewayError::UpstreamUnreachable { .. }
+            | GatewayError::UpstreamKeyRejected { .. }
+            | GatewayError::UpstreamProtocol { .. } => 502,
+            GatewayError::UpstreamTimeout { .. } => 504,
+            GatewayError::UpstreamStatus { status, .. } => *status,
+        };
+        StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
+    }
+
+    /// Short machine-readable code for error bodies and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::Auth(a) => a.code(),
+            GatewayError::BadRequest(_) => "invalid_request",
+            GatewayError::NotGranted { .. } => "model_not_granted",
+            GatewayError::PolicyMissing { .. } => "policy_not_found",
+            GatewayError::UnknownModel { .. } => "model_not_found",
+            GatewayError::NoBinding { .. } => "model_not_routable",
+            GatewayError::NoHealthyKeys { .. } => "no_healthy_keys",
+            GatewayError::Unsupported(_) => "unsupported",
+            GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
+            GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::UpstreamKeyRejected { .. } => "upstream_key_rejected",
+            GatewayError::UpstreamProtocol { .. } => "upstream_protocol_error",
+            GatewayError::UpstreamStatus { .. } => "upstream_error",
+        }
+    }
+
+    pub(super) fn no_usable_key(model: &Model, host: &Host) -> GatewayError {
+        let missing: Vec<String> = host
+            .unavailable_keys
+            .iter()
+            .map(|k| match &k.source {
+                KeySource::Env(var) => format!(
+                    "key `{}` needs environment variable {var}, which is not set",
+                    k.name
+                ),
+                KeySource::Sealed => format!("key `{}`: {}", k.name, k.reason),
+            })
+            .collect();
+        let reason = if missing.is_empty() {
+            "the host has no usable keys".to_string()
+        } else {
+            format!(
+                "{}; set it and reload (SIGHUP or POST /api/config/reload)",
+                missing.join("; ")
+            )
+        };
+        GatewayError::NoHealthyKeys {
+            model: model.name.clone(),
+            host: host.name.clone(),
+            reason,
+        }
+    }
+
+    pub(super) fn from_transport(host: &str, e: &reqwest::Error) -> GatewayError {
+        if e.is_timeout() {
+            GatewayError::UpstreamTimeout {
+                host: host.to_string(),
+            }
+        } else {
+            // reqwest's Display omits the cause chain; the source says what
+            // actually failed (refused, reset, DNS, TLS).
+            let mut detail = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                detail = format!("{detail}: {s}");
+                src = s.source();
+            }
+            GatewayError::UpstreamUnreachable {
+                host: host.to_string(),
+                detail,
+            }
+        }
+    }
+
+    pub(super) fn from_upstream_status(
+        host: &Host,
+        key: &HostKey,
+        protocol: Protocol,
+        status: reqwest::StatusCode,
+        body: Bytes,
+    ) -> GatewayError {
+        // The upstream refusing relay's credential is not the caller's fault:
+        // a 401 would tell them their relay key is wrong.
+        if matches!(status.as_u16(), 401 | 403) {
+            return GatewayError::UpstreamKeyRejected {
+                host: host.name.clone(),
+                key: key.name.clone(),
+                status: status.as_u16(),
+            };
+        }
+        GatewayError::UpstreamStatus {
+            status: status.as_u16(),
+            protocol,
+            body,
+            retry_after: None,
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Relaying a streamed reply: upstream SSE events are forwarded as they
+//! complete (never buffering more than an unfinished event), watched for
+//! usage and for the protocol's terminal event. A stream that breaks or ends
+//! without its terminal event gets the client protocol's error event instead
+//! of a clean finish. Usage is recorded exactly once, when the stream ends or
+//! the client goes away (which drops the stream and with it the upstream
+//! request).
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{BoxStream, StreamExt};
+
+use crate::adapters::{anthropic, openai, sse, Protocol, Seen, Usage};
+
+pub enum Watch {
+    OpenAi(openai::StreamWatch),
+    Anthropic(anthropic::StreamWatch),
+}
+
+impl Watch {
+    fn observe(&mut self, event: &[u8]) -> Seen {
+        match self {
+            Watch::OpenAi(w) => w.observe(event),
+            Watch::Anthropic(w) => w.observe(event),
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        match self {
+            Watch::OpenAi(w) => w.usage,
+            Watch::Anthropic(w) => w.usage,
+        }
+    }
+}
+
+/// Calls `done(status, usage)` once, when dropped.
+struct OnEnd<F: FnOnce(u16, Option<Usage>)> {
+    done: Option<F>,
+    status: u16,
+    watch: Watch,
+}
+
+impl<F: FnOnce(u16, Option<Usage>)> Drop for OnEnd<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.done.take() {
+            f(self.status, self.watch.usage());
+        }
+    }
+}
+
+struct State<F: FnOnce(u16, Option<Usage>)> {
+    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    splitter: sse::Splitter,
+    end: OnEnd<F>,
+    client: Protocol,
+    finished: bool,
+}
+
+/// Status recorded for a stream cut before its terminal event (the client
+/// already has a 200; this is for usage records and metrics).
+const BROKEN_STREAM: u16 = 502;
+/// Status recorded when the client went away before the end.
+const CLIENT_CLOSED: u16 = 499;
+
+pub fn relay<F>(
+    response: reqwest::Response,
+    watch: Watch,
+    client: Protocol,
+    done: F,
+) -> BoxStream<'static, Result<Bytes, std::io::Error>>
+where
+    F: FnOnce(u16, Option<Usage>) + Send + 'static,
+{
+    let state = State {
+        upstream: response.bytes_stream().boxed(),
+        splitter: sse::Splitter::default(),
+        end: OnEnd {
+            done: Some(done),
+            status: CLIENT_CLOSED,
+            watch,
+        },
+        client,
+        finished: false,
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if st.finished {
+                return None;
+            }
+            match st.upstream.next().await {
+                Some(Ok(chunk)) => {
+                    st.splitter.push(&chunk);
+                    let mut out = BytesMut::new();
+                    while let Some(event) = st.splitter.next_event() {
+                        match st.end.watch.observe(&event) {
+                            Seen::Forward => out.extend_from_slice(&event),
+                            Seen::Skip => {}
+                            Seen::Done => {
+                                out.extend_from_slice(&event);
+                                st.end.status = 200;
+                                st.finished = true;
+                                break;
+                            }
+                            Seen::Error => {
+                                out.extend_from_slice(&event);
+                                st.end.status = BROKEN_STREAM;
+                                st.finished = true;
+                                break;
+                            }
+                        }
+                    }
+                    if !out.is_empty() {
+                        return Some((Ok(out.freeze()), st));
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "upstream stream broke");
+                    return Some((
+                        Ok(fail(
+                            &mut st,
+                            "the upstream stream broke before it finished",
+                        )),
+                        st,
+                    ));
+                }
+                None => {
+                    return Some((
+                        Ok(fail(
+                            &mut st,
+                            "the upstream stream ended before its final event",
+                        )),
+                        st,
+                    ));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+fn fail<F: FnOnce(u16, Option<Usage>)>(st: &mut State<F>, message: &str) -> Bytes {
+    st.finished = true;
+    st.end.status = BROKEN_STREAM;
+    st.splitter.clear();
+    st.client.error_event(message)
+}

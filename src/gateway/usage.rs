@@ -1,0 +1,108 @@
+//! Usage records leave the request path through a bounded channel; one task
+//! writes them in batches. Nothing is lost on graceful shutdown: the writer
+//! drains the channel before it exits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{Store, UsageRow};
+
+const CHANNEL: usize = 65_536;
+const BATCH: usize = 500;
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub struct UsageSink {
+    tx: mpsc::Sender<UsageRow>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl UsageSink {
+    /// Queues a record without waiting. If the writer has fallen this far
+    /// behind (the database is down), the record is counted and dropped
+    /// rather than slowing requests.
+    pub fn record(&self, row: UsageRow) {
+        if self.tx.try_send(row).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped = n,
+                    "usage queue full; records dropped (is the database reachable?)"
+                );
+            }
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts the writer. It stops when `shutdown` is cancelled, after writing
+/// everything already queued.
+pub fn spawn_writer(
+    store: Store,
+    shutdown: CancellationToken,
+) -> (UsageSink, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<UsageRow>(CHANNEL);
+    let sink = UsageSink {
+        tx,
+        dropped: Arc::new(AtomicU64::new(0)),
+    };
+    let handle = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        loop {
+            // Write when a batch fills up, and whatever is there every tick.
+            let room = BATCH - batch.len();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => write(&store, &mut batch).await,
+                n = rx.recv_many(&mut batch, room) => {
+                    if n == 0 {
+                        break;
+                    }
+                    if batch.len() >= BATCH {
+                        write(&store, &mut batch).await;
+                    }
+                }
+            }
+        }
+        // Drain what is queued, then write it all.
+        rx.close();
+        while let Some(row) = rx.recv().await {
+            batch.push(row);
+            if batch.len() >= BATCH {
+                write(&store, &mut batch).await;
+            }
+        }
+        write(&store, &mut batch).await;
+    });
+    (sink, handle)
+}
+
+async fn write(store: &Store, batch: &mut Vec<UsageRow>) {
+    if batch.is_empty() {
+        return;
+    }
+    for attempt in 0..3 {
+        match store.insert_usage(batch).await {
+            Ok(()) => {
+                batch.clear();
+                return;
+            }
+            Err(e) if attempt < 2 => {
+                tracing::warn!(error = %e, rows = batch.len(), "writing usage failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = batch.len(), "writing usage failed; records lost")
+            }
+        }
+    }
+    batch.clear();
+}
