@@ -294,3 +294,273 @@ impl Drop for Relay {
         let _ = self.child.wait();
     }
 }
+
+/// A config whose hosts point at `mock`: `openai` (openai adapter) and
+/// `anthropic` (anthropic adapter) hosts, each with one key from
+/// `RELAY_TEST_OPENAI_KEY` / `RELAY_TEST_ANTHROPIC_KEY`; models `gpt-test`
+/// (alias `gpt-latest`), `claude-test`, `embed-test` (openai), `unbound`
+/// (no enabled binding); policies `default` (everything), `gpt-only`.
+pub fn mock_config(base_url: &str) -> String {
+    format!(
+        r#"
+kind: Host
+name: openai
+base_url: {base_url}
+timeout: 5s
+keys:
+  - name: primary
+    env: RELAY_TEST_OPENAI_KEY
+---
+kind: Host
+name: anthropic
+base_url: {base_url}
+timeout: 5s
+keys:
+  - name: primary
+    env: RELAY_TEST_ANTHROPIC_KEY
+---
+kind: Model
+name: gpt-test
+aliases: [gpt-latest]
+pricing: {{ input_per_mtok: 1.0, output_per_mtok: 2.0, cache_read_per_mtok: 0.5 }}
+---
+kind: Model
+name: claude-test
+pricing: {{ input_per_mtok: 3.0, output_per_mtok: 15.0, cache_read_per_mtok: 0.3, cache_write_per_mtok: 3.75 }}
+---
+kind: Model
+name: embed-test
+---
+kind: Model
+name: unbound
+---
+kind: Binding
+name: gpt-test-openai
+model: gpt-test
+host: openai
+adapter: openai
+upstream: gpt-upstream-v1
+---
+kind: Binding
+name: claude-test-anthropic
+model: claude-test
+host: anthropic
+adapter: anthropic
+upstream: claude-upstream-v1
+---
+kind: Binding
+name: embed-test-openai
+model: embed-test
+host: openai
+adapter: openai
+upstream: embed-upstream-v1
+---
+kind: Binding
+name: unbound-off
+model: unbound
+host: openai
+adapter: openai
+upstream: x
+enabled: false
+---
+kind: Policy
+name: default
+models: ["*"]
+---
+kind: Policy
+name: gpt-only
+models: ["gpt-*"]
+"#
+    )
+}
+
+/// A database for one test: a fresh PostgreSQL database when `postgres`,
+/// else SQLite in the test's data dir.
+pub enum Db {
+    Sqlite,
+    Postgres(PgDatabase),
+}
+
+impl Db {
+    pub fn url(&self) -> Option<String> {
+        match self {
+            Db::Sqlite => None,
+            Db::Postgres(p) => Some(p.url.clone()),
+        }
+    }
+}
+
+/// A uniquely named database on the test PostgreSQL, dropped afterwards.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+    admin_url: String,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("RELAY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+impl PgDatabase {
+    /// Fails loudly when PostgreSQL is not reachable: these tests must not
+    /// be skipped silently (`ci/services.sh` starts it).
+    pub fn create() -> PgDatabase {
+        let admin_url = postgres_admin_url();
+        let name = format!("relay_t_{}", std::process::id()) + &format!("_{}", rand_suffix());
+        psql(&admin_url, &format!("CREATE DATABASE {name}"));
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap();
+        PgDatabase {
+            url: format!("{base}/{name}"),
+            name,
+            admin_url,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &self.admin_url,
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{}_{}", N.fetch_add(1, Ordering::Relaxed), nanos)
+}
+
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-qtAc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "PostgreSQL at {url} is required for this test (ci/services.sh starts it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Mints a relay key with the CLI against the given data dir / database.
+pub fn mint_key(data_dir: &Path, db: &Db, policy: &str) -> (String, String) {
+    let mut cmd = relay();
+    cmd.args([
+        "keys",
+        "create",
+        "--policy",
+        policy,
+        "--json",
+        "--config-dir",
+        "/nonexistent",
+    ])
+    .env("RELAY_DATA_DIR", data_dir);
+    if let Some(url) = db.url() {
+        cmd.env("RELAY_DATABASE_URL", url);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "keys create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["id"].as_str().unwrap().to_string(),
+        v["key"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Runs `relay keys <args>` against the given store.
+pub fn keys_cmd(data_dir: &Path, db: &Db, args: &[&str]) -> std::process::Output {
+    let mut cmd = relay();
+    cmd.arg("keys").args(args).env("RELAY_DATA_DIR", data_dir);
+    if let Some(url) = db.url() {
+        cmd.env("RELAY_DATABASE_URL", url);
+    }
+    cmd.output().unwrap()
+}
+
+/// A relay in front of a mock upstream, with a minted key.
+pub struct Stack {
+    pub mock: crate::mock_upstream::MockUpstream,
+    pub cfg: TempConfig,
+    pub relay: Relay,
+    pub key: String,
+    pub key_id: String,
+    pub db: Db,
+}
+
+impl Stack {
+    pub async fn start(db: Db) -> Stack {
+        Self::start_with(db, |b| b).await
+    }
+
+    pub async fn start_with(db: Db, tweak: impl FnOnce(RelayBuilder) -> RelayBuilder) -> Stack {
+        let mock = crate::mock_upstream::MockUpstream::start().await;
+        let cfg = TempConfig::new(&[("all.yaml", &mock_config(&mock.base_url()))]);
+        let (key_id, key) = mint_key(&cfg.data_dir(), &db, "default");
+        let mut b = RelayBuilder::new(&cfg.dir(), &cfg.data_dir())
+            .env("RELAY_TEST_OPENAI_KEY", "sk-upstream-openai")
+            .env("RELAY_TEST_ANTHROPIC_KEY", "sk-upstream-anthropic");
+        if let Some(url) = db.url() {
+            b = b.env("RELAY_DATABASE_URL", url);
+        }
+        let relay = tweak(b).start();
+        Stack {
+            mock,
+            cfg,
+            relay,
+            key,
+            key_id,
+            db,
+        }
+    }
+
+    /// Mints a key through the admin API, which refreshes the key table at
+    /// once (a CLI-minted key takes up to one poll interval to appear).
+    pub async fn mint(&self, policy: &str) -> (String, String) {
+        let r = self
+            .relay
+            .http
+            .post(self.relay.control("/api/keys"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({ "policy": policy }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let v: serde_json::Value = r.json().await.unwrap();
+        (
+            v["id"].as_str().unwrap().to_string(),
+            v["key"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        let mut r = self.relay.http.post(self.relay.data(path)).json(&body);
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send().await.unwrap()
+    }
+}
