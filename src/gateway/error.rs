@@ -161,6 +161,7 @@ impl GatewayError {
         protocol: Protocol,
         status: reqwest::StatusCode,
         body: Bytes,
+        retry_after: Option<String>,
     ) -> GatewayError {
         // The upstream refusing relay's credential is not the caller's fault:
         // a 401 would tell them their relay key is wrong.
@@ -175,7 +176,7 @@ impl GatewayError {
             status: status.as_u16(),
             protocol,
             body,
-            retry_after: None,
+            retry_after,
         }
     }
 }

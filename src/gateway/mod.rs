@@ -262,10 +262,20 @@ impl Gateway {
         );
 
         if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
             let body = read_limited(response).await.unwrap_or_default();
             ticket.finish(status.as_u16(), None);
             return Err(GatewayError::from_upstream_status(
-                host, host_key, adapter, status, body,
+                host,
+                host_key,
+                adapter,
+                status,
+                body,
+                retry_after,
             ));
         }
 

@@ -84,10 +84,18 @@ pub fn render_gateway_error(client: Protocol, err: GatewayError) -> Response {
         status,
         protocol,
         body,
-        ..
+        retry_after,
     } = &err
     {
-        return upstream_error(client, *status, *protocol, body);
+        let mut resp = upstream_error(client, *status, *protocol, body);
+        // Clients (and the official SDKs) wait as long as the upstream asked.
+        if let Some(v) = retry_after
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
     }
     let status = err.status();
     if status.is_server_error() {

@@ -7,6 +7,8 @@ mod config_fixtures;
 mod mock_selftest;
 #[path = "../common/mock_upstream.rs"]
 mod mock_upstream;
+mod proxy;
 mod reload;
 mod schemas;
+mod sdk;
 mod support;

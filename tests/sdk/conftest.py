@@ -1,0 +1,45 @@
+"""Shared fixtures for the SDK end-to-end tests.
+
+The Rust side (tests/it/sdk.rs) starts a mock upstream plus a real `relay serve`,
+mints a relay key and runs pytest with:
+
+  RELAY_BASE_URL  data plane base URL, e.g. http://127.0.0.1:PORT (no /v1)
+  RELAY_KEY       a relay key (rk_...) with the `default` policy (every model)
+
+Models (support::mock_config): gpt-test (openai adapter, alias gpt-latest),
+claude-test (anthropic adapter), embed-test (openai). The mock upstream answers
+"echo: <last user text>", calls the first tool with {"city": "Paris"} when tools
+are given, and injects faults for a `[[fault:<spec>]]` marker in the last user
+message.
+"""
+
+import os
+
+import pytest
+
+# Generous for a loopback mock, short enough that a hang fails the run.
+TIMEOUT_S = 15.0
+
+# A well-formed-looking relay key that relay has never issued.
+WRONG_KEY = "rk_this_key_does_not_exist_0000000000000000"
+
+
+def _env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(
+            f"{name} is not set: these tests are run by `cargo test --test it sdk`, "
+            "which starts relay and passes RELAY_BASE_URL / RELAY_KEY",
+            pytrace=False,
+        )
+    return value
+
+
+@pytest.fixture(scope="session")
+def base_url() -> str:
+    return _env("RELAY_BASE_URL").rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def relay_key() -> str:
+    return _env("RELAY_KEY")
