@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod http;
 pub mod secrets;
 pub mod serve;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;

@@ -3,6 +3,7 @@
 //! webpki roots, TCP_NODELAY, and no redirects (a redirect would carry the
 //! host key to wherever it points).
 
+pub mod breaker;
 pub mod classify;
 
 use std::sync::Arc;

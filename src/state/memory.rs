@@ -1,0 +1,152 @@
+//! In-process state for single-node use. Reads are lock-free (an immutable
+//! map behind `ArcSwap`, replaced on the rare write); counters are atomics,
+//! so the per-request round-robin counter never takes a lock either.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
+
+use super::StateHealth;
+use crate::store::now_ms;
+
+#[derive(Clone)]
+struct Entry {
+    value: Arc<str>,
+    expires_ms: i64,
+}
+
+struct Counter {
+    value: AtomicI64,
+    /// Window end; the counter restarts after it.
+    expires_ms: AtomicI64,
+}
+
+#[derive(Default)]
+pub struct MemoryState {
+    values: ArcSwap<FxHashMap<String, Entry>>,
+    counters: ArcSwap<FxHashMap<String, Arc<Counter>>>,
+}
+
+fn expiry(ttl_ms: u64) -> i64 {
+    now_ms().saturating_add(ttl_ms.min(i64::MAX as u64) as i64)
+}
+
+impl MemoryState {
+    pub async fn get_many(&self, keys: &[String]) -> Vec<Option<String>> {
+        let now = now_ms();
+        let map = self.values.load();
+        keys.iter()
+            .map(|k| {
+                map.get(k)
+                    .filter(|e| e.expires_ms > now)
+                    .map(|e| e.value.to_string())
+            })
+            .collect()
+    }
+
+    fn write(&self, f: impl Fn(&mut FxHashMap<String, Entry>) -> bool) -> bool {
+        let now = now_ms();
+        let mut changed = false;
+        self.values.rcu(|old| {
+            let mut m = FxHashMap::clone(old);
+            m.retain(|_, e| e.expires_ms > now);
+            changed = f(&mut m);
+            m
+        });
+        changed
+    }
+
+    pub async fn set(&self, key: &str, value: &str, ttl_ms: u64) {
+        let e = Entry {
+            value: value.into(),
+            expires_ms: expiry(ttl_ms),
+        };
+        self.write(|m| {
+            m.insert(key.to_string(), e.clone());
+            true
+        });
+    }
+
+    pub async fn set_nx(&self, key: &str, value: &str, ttl_ms: u64) -> bool {
+        let e = Entry {
+            value: value.into(),
+            expires_ms: expiry(ttl_ms),
+        };
+        self.write(|m| {
+            if m.contains_key(key) {
+                return false;
+            }
+            m.insert(key.to_string(), e.clone());
+            true
+        })
+    }
+
+    pub async fn del(&self, keys: &[String]) {
+        if keys.iter().all(|k| !self.values.load().contains_key(k)) {
+            return;
+        }
+        self.write(|m| {
+            keys.iter().for_each(|k| {
+                m.remove(k);
+            });
+            true
+        });
+        let counters = self.counters.load();
+        for k in keys {
+            if let Some(c) = counters.get(k) {
+                c.expires_ms.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub async fn incr(&self, key: &str, by: i64, ttl_ms: u64) -> i64 {
+        let now = now_ms();
+        let counter = match self.counters.load().get(key) {
+            Some(c) => c.clone(),
+            None => {
+                let fresh = Arc::new(Counter {
+                    value: AtomicI64::new(0),
+                    expires_ms: AtomicI64::new(expiry(ttl_ms)),
+                });
+                self.counters.rcu(|old| {
+                    let mut m = FxHashMap::clone(old);
+                    m.retain(|_, c| c.expires_ms.load(Ordering::Relaxed) > now);
+                    m.entry(key.to_string()).or_insert_with(|| fresh.clone());
+                    m
+                });
+                self.counters.load().get(key).cloned().unwrap_or(fresh)
+            }
+        };
+        // An expired window restarts (racing restarters agree via the swap).
+        let exp = counter.expires_ms.load(Ordering::Relaxed);
+        if exp <= now
+            && counter
+                .expires_ms
+                .compare_exchange(exp, expiry(ttl_ms), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            counter.value.store(0, Ordering::Release);
+        }
+        counter.value.fetch_add(by, Ordering::AcqRel) + by
+    }
+
+    pub async fn scan(&self, prefix: &str) -> Vec<(String, String)> {
+        let now = now_ms();
+        self.values
+            .load()
+            .iter()
+            .filter(|(k, e)| k.starts_with(prefix) && e.expires_ms > now)
+            .map(|(k, e)| (k.clone(), e.value.to_string()))
+            .collect()
+    }
+
+    pub async fn health(&self) -> StateHealth {
+        StateHealth {
+            backend: "memory",
+            status: "ok",
+            detail: None,
+        }
+    }
+}

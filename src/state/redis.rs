@@ -1,0 +1,237 @@
+//! Redis state, shared by every replica. Every call has a short deadline;
+//! when Redis is unreachable relay keeps serving on in-process state, logs
+//! that once, reports it on `/healthz`, and goes back to Redis as soon as a
+//! call succeeds again (tried at most once a second while down).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use super::{MemoryState, StateError, StateHealth};
+use crate::store::{now_ms, redact_url};
+
+const DEADLINE: Duration = Duration::from_millis(250);
+const RETRY_EVERY_MS: i64 = 1000;
+
+pub struct RedisState {
+    conn: ConnectionManager,
+    target: String,
+    fallback: MemoryState,
+    down: AtomicBool,
+    last_try_ms: AtomicI64,
+}
+
+impl RedisState {
+    pub async fn connect(url: &str) -> Result<RedisState, StateError> {
+        let target = redact_url(url);
+        let client = redis::Client::open(url).map_err(|e| StateError::Url(e.to_string()))?;
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(DEADLINE)
+            .set_number_of_retries(1);
+        let conn = tokio::time::timeout(
+            Duration::from_secs(3),
+            ConnectionManager::new_with_config(client, cfg),
+        )
+        .await
+        .map_err(|_| StateError::Connect {
+            target: target.clone(),
+            err: "timed out".into(),
+        })?
+        .map_err(|e| StateError::Connect {
+            target: target.clone(),
+            err: e.to_string(),
+        })?;
+        Ok(RedisState {
+            conn,
+            target,
+            fallback: MemoryState::default(),
+            down: AtomicBool::new(false),
+            last_try_ms: AtomicI64::new(0),
+        })
+    }
+
+    /// Runs `op` against Redis unless it is known down (and not due for a
+    /// retry); `None` means "use the fallback".
+    async fn try_redis<T, F, Fut>(&self, op: F) -> Option<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let now = now_ms();
+        if self.down.load(Ordering::Relaxed)
+            && now - self.last_try_ms.load(Ordering::Relaxed) < RETRY_EVERY_MS
+        {
+            return None;
+        }
+        self.last_try_ms.store(now, Ordering::Relaxed);
+        match tokio::time::timeout(DEADLINE, op(self.conn.clone())).await {
+            Ok(Ok(v)) => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!(target = %self.target, "Redis is reachable again; shared state resumed");
+                }
+                Some(v)
+            }
+            Ok(Err(e)) => {
+                self.mark_down(&e.to_string());
+                None
+            }
+            Err(_) => {
+                self.mark_down("timed out");
+                None
+            }
+        }
+    }
+
+    fn mark_down(&self, err: &str) {
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                target = %self.target, error = err,
+                "Redis is unreachable; serving on in-process state (breakers and limits are per replica until it returns)"
+            );
+        }
+    }
+
+    pub async fn get_many(&self, keys: &[String]) -> Vec<Option<String>> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let owned = keys.to_vec();
+        match self
+            .try_redis(|mut c| async move { c.mget::<_, Vec<Option<String>>>(owned).await })
+            .await
+        {
+            Some(v) if v.len() == keys.len() => v,
+            _ => self.fallback.get_many(keys).await,
+        }
+    }
+
+    pub async fn set(&self, key: &str, value: &str, ttl_ms: u64) {
+        let (k, v) = (key.to_string(), value.to_string());
+        let ok = self
+            .try_redis(|mut c| async move { c.pset_ex::<_, _, ()>(k, v, ttl_ms.max(1)).await })
+            .await;
+        if ok.is_none() {
+            self.fallback.set(key, value, ttl_ms).await;
+        }
+    }
+
+    pub async fn set_nx(&self, key: &str, value: &str, ttl_ms: u64) -> bool {
+        let (k, v) = (key.to_string(), value.to_string());
+        let r = self
+            .try_redis(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(k)
+                    .arg(v)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms.max(1))
+                    .query_async::<Option<String>>(&mut c)
+                    .await
+            })
+            .await;
+        match r {
+            Some(v) => v.is_some(),
+            None => self.fallback.set_nx(key, value, ttl_ms).await,
+        }
+    }
+
+    pub async fn del(&self, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
+        let owned = keys.to_vec();
+        let _ = self
+            .try_redis(|mut c| async move { c.del::<_, ()>(owned).await })
+            .await;
+        // Clear the fallback too, so a reset during an outage sticks.
+        self.fallback.del(keys).await;
+    }
+
+    pub async fn incr(&self, key: &str, by: i64, ttl_ms: u64) -> i64 {
+        let k = key.to_string();
+        // INCRBY and the expiry of a new counter in one round trip.
+        let r = self
+            .try_redis(|mut c| async move {
+                let (v,): (i64,) = redis::pipe()
+                    .atomic()
+                    .incr(&k, by)
+                    .cmd("PEXPIRE")
+                    .arg(&k)
+                    .arg(ttl_ms.max(1))
+                    .arg("NX")
+                    .ignore()
+                    .query_async(&mut c)
+                    .await?;
+                Ok(v)
+            })
+            .await;
+        match r {
+            Some(v) => v,
+            None => self.fallback.incr(key, by, ttl_ms).await,
+        }
+    }
+
+    pub async fn scan(&self, prefix: &str) -> Vec<(String, String)> {
+        let pattern = format!("{}*", prefix.replace('*', "\\*"));
+        let r = self
+            .try_redis(|mut c| async move {
+                let mut keys: Vec<String> = Vec::new();
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c)
+                        .await?;
+                    keys.extend(batch);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                if keys.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let values: Vec<Option<String>> = c.mget(&keys).await?;
+                Ok(keys
+                    .into_iter()
+                    .zip(values)
+                    .filter_map(|(k, v)| v.map(|v| (k, v)))
+                    .collect())
+            })
+            .await;
+        match r {
+            Some(v) => v,
+            None => self.fallback.scan(prefix).await,
+        }
+    }
+
+    pub async fn health(&self) -> StateHealth {
+        let ok = self
+            .try_redis(
+                |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await },
+            )
+            .await;
+        match ok {
+            Some(_) => StateHealth {
+                backend: "redis",
+                status: "ok",
+                detail: None,
+            },
+            None => StateHealth {
+                backend: "redis",
+                status: "degraded",
+                detail: Some(format!(
+                    "Redis at {} is unreachable; serving on in-process state",
+                    self.target
+                )),
+            },
+        }
+    }
+}
