@@ -14,7 +14,9 @@ use crate::config::{watch, ConfigHandle, Problem};
 use crate::gateway::{usage, Gateway};
 use crate::http::{self, AppState};
 use crate::secrets::{MasterKey, Secret};
+use crate::state::StateBackend;
 use crate::store::Store;
+use crate::upstream::breaker::Breakers;
 
 #[derive(Debug)]
 pub struct ServeSettings {
@@ -28,6 +30,8 @@ pub struct ServeSettings {
     pub admin_token: Option<Secret>,
     /// `postgres://…`; unset means SQLite in `data_dir`.
     pub database_url: Option<Secret>,
+    /// `redis://…`; unset means in-process state.
+    pub state_url: Option<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +44,8 @@ pub enum ServeError {
     MasterKey(String),
     #[error("runtime store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("state backend: {0}")]
+    State(#[from] crate::state::StateError),
     #[error("cannot listen on {addr}: {err}; is another process using the port? Set RELAY_PORT / RELAY_CONTROL_PORT")]
     Bind {
         addr: SocketAddr,
@@ -97,6 +103,9 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     .await?;
     tracing::info!(backend = store.backend(), "runtime store ready");
     let keys = Arc::new(KeyCache::load(store.clone()).await?);
+    let state_backend = StateBackend::open(settings.state_url.as_ref().map(|u| u.expose())).await?;
+    tracing::info!(backend = state_backend.name(), "state backend ready");
+    let breakers = Breakers::new(state_backend);
 
     let shutdown = CancellationToken::new();
     // Background writers stop only after the servers have drained, so
@@ -112,6 +121,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
         admin_token: settings.admin_token.map(Arc::new),
         gateway,
         store: store.clone(),
+        breakers,
     };
 
     let data_addr = SocketAddr::new(settings.bind, settings.port);

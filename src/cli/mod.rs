@@ -1,6 +1,7 @@
 //! Command line: parse, set up logging, dispatch. Each subcommand lives in
 //! its own module and returns an exit code.
 
+mod breakers;
 mod keys;
 mod schema;
 mod secret;
@@ -56,6 +57,9 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Apply database migrations (`serve` also applies them at start).
     Migrate(keys::StoreArgs),
+    /// Inspect or clear circuit-breaker state.
+    #[command(subcommand)]
+    Breakers(breakers::BreakersCommand),
 }
 
 /// Shared flag: where the config lives.
@@ -73,6 +77,24 @@ pub struct DatabaseArg {
     /// SQLite in RELAY_DATA_DIR.
     #[arg(long, env = "RELAY_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+}
+
+/// Shared flag: where breakers and counters live.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArg {
+    /// `redis://…` selects Redis as the shared state backend (breakers,
+    /// rate-limit counters); unset means in-process state.
+    #[arg(long, env = "RELAY_STATE_URL", hide_env_values = true)]
+    pub state_url: Option<String>,
+}
+
+impl StateArg {
+    pub fn url(&self) -> Option<crate::secrets::Secret> {
+        self.state_url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .map(crate::secrets::Secret::new)
+    }
 }
 
 impl DatabaseArg {
@@ -94,6 +116,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Schema(args) => schema::run(args),
         Command::Keys(cmd) => keys::run(cmd),
         Command::Migrate(args) => keys::migrate(args),
+        Command::Breakers(cmd) => breakers::run(cmd),
     }
 }
 

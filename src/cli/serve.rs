@@ -32,6 +32,8 @@ pub struct ServeArgs {
     pub admin_token: Option<String>,
     #[command(flatten)]
     pub database: DatabaseArg,
+    #[command(flatten)]
+    pub state: super::StateArg,
 }
 
 /// A port number, or `off`.
@@ -61,6 +63,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         master_key: args.master_key.map(Secret::new),
         admin_token: args.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
         database_url: args.database.url(),
+        state_url: args.state.url(),
     };
     let config_dir = settings.config_dir.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

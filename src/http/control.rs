@@ -22,6 +22,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/keys/{id}/disable", post(disable_key))
         .route("/api/keys/{id}/enable", post(enable_key))
         .route("/api/usage", get(usage))
+        .route("/api/breakers", get(list_breakers))
+        .route("/api/breakers/reset", post(reset_breakers))
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::NotFound(format!("no control-plane route for {}", uri.path()))
         })
@@ -180,6 +182,83 @@ async fn usage(
     let totals = state.store.usage_totals(&q).await?;
     let records = state.store.usage(&q).await?;
     Ok(Json(json!({ "totals": totals, "records": records })))
+}
+
+/// `GET /api/breakers`: every configured host key with its breaker state
+/// (by key name; never values), plus records of keys no longer configured.
+async fn list_breakers(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(breaker_report(&state).await))
+}
+
+pub async fn breaker_report(state: &AppState) -> serde_json::Value {
+    use crate::upstream::breaker::Health;
+    let snap = state.config.snapshot();
+    let records = state.breakers.list().await;
+    let now = crate::store::now_ms();
+    let mut seen = std::collections::HashSet::new();
+    let mut keys = Vec::new();
+    for host in &snap.hosts {
+        for k in &host.keys {
+            let rec = records
+                .iter()
+                .find(|(fp, _)| *fp == k.fingerprint)
+                .map(|(_, r)| r);
+            seen.insert(k.fingerprint.as_str());
+            let (st, until) = match rec.map(|r| r.health(now)) {
+                None | Some(Health::Closed) => ("closed", None),
+                Some(Health::Open { until_ms }) => ("open", Some(until_ms)),
+                Some(Health::HalfOpen) => ("half_open", None),
+            };
+            keys.push(json!({
+                "host": host.name,
+                "key": k.name,
+                "state": st,
+                "class": rec.map(|r| r.class.as_str()),
+                "open_until": until,
+                "failures": rec.map_or(0, |r| r.failures),
+                "trips": rec.map_or(0, |r| r.trips),
+            }));
+        }
+        for k in &host.unavailable_keys {
+            keys.push(json!({"host": host.name, "key": k.name, "state": "unavailable", "reason": k.reason}));
+        }
+    }
+    let stale = records
+        .iter()
+        .filter(|(fp, _)| !seen.contains(fp.as_str()))
+        .count();
+    json!({
+        "backend": state.breakers.state().name(),
+        "keys": keys,
+        "records_of_unconfigured_keys": stale,
+    })
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResetBreakers {
+    #[serde(default)]
+    host: Option<String>,
+}
+
+/// `POST /api/breakers/reset` with an optional `{"host": "…"}`.
+async fn reset_breakers(
+    _: Admin,
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: ResetBreakers = if body.is_empty() {
+        ResetBreakers::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("expected {{\"host\"?: string}}: {e}")))?
+    };
+    let cleared = state.breakers.reset(req.host.as_deref()).await;
+    tracing::info!(cleared, host = req.host.as_deref(), "breakers reset");
+    Ok(Json(json!({ "cleared": cleared })))
 }
 
 /// Extractor that admits only requests bearing `RELAY_ADMIN_TOKEN`.

@@ -127,14 +127,20 @@ async fn healthz(State(s): State<AppState>) -> Response {
             json!({"status": "error", "backend": s.store.backend(), "error": "ping timed out after 2s"})
         }
     };
+    // A degraded state backend is reported but not fatal: relay serves on
+    // in-process state meanwhile.
+    let state = s.breakers.state().health().await;
     if matches!(db, Ok(Ok(()))) {
-        (
-            StatusCode::OK,
-            Json(json!({"status": "ok", "database": database, "config": config})),
-        )
-            .into_response()
+        let body = json!({"status": "ok", "database": database, "state": state, "config": config});
+        (StatusCode::OK, Json(body)).into_response()
     } else {
-        let body = json!({"status": "unavailable", "failing": ["database"], "database": database, "config": config});
+        let body = json!({
+            "status": "unavailable",
+            "failing": ["database"],
+            "database": database,
+            "state": state,
+            "config": config,
+        });
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }

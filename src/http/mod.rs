@@ -11,6 +11,7 @@ use crate::config::{watch::Reloader, ConfigHandle};
 use crate::gateway::Gateway;
 use crate::secrets::Secret;
 use crate::store::Store;
+use crate::upstream::breaker::Breakers;
 
 /// What handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -20,4 +21,5 @@ pub struct AppState {
     pub admin_token: Option<Arc<Secret>>,
     pub gateway: Arc<Gateway>,
     pub store: Store,
+    pub breakers: Breakers,
 }
