@@ -142,6 +142,53 @@ impl MemoryState {
             .collect()
     }
 
+    /// Same semantics as the Redis script: check concurrency, then requests,
+    /// then tokens, undoing earlier counts when a later one refuses.
+    pub async fn admit(&self, a: &super::Admission) -> super::Admitted {
+        let now = now_ms();
+        let [rpm, tpm, cc] = super::admission_keys(a, now);
+        let window = super::window_left_ms(now);
+        if let Some(max) = a.max_concurrent {
+            if self.incr(&cc, 1, super::CONCURRENCY_TTL_MS).await > max as i64 {
+                self.incr(&cc, -1, super::CONCURRENCY_TTL_MS).await;
+                return super::Admitted::No {
+                    limit: "max_concurrent_requests",
+                    retry_after_ms: 1000,
+                };
+            }
+        }
+        let undo_cc = || async {
+            if a.max_concurrent.is_some() {
+                self.incr(&cc, -1, super::CONCURRENCY_TTL_MS).await;
+            }
+        };
+        if let Some(max) = a.requests_per_minute {
+            if self.incr(&rpm, 1, 61_000).await > max as i64 {
+                self.incr(&rpm, -1, 61_000).await;
+                undo_cc().await;
+                return super::Admitted::No {
+                    limit: "requests_per_minute",
+                    retry_after_ms: window,
+                };
+            }
+        }
+        if let Some(max) = a.tokens_per_minute {
+            let by = a.token_estimate as i64;
+            if self.incr(&tpm, by, 61_000).await > max as i64 {
+                self.incr(&tpm, -by, 61_000).await;
+                if a.requests_per_minute.is_some() {
+                    self.incr(&rpm, -1, 61_000).await;
+                }
+                undo_cc().await;
+                return super::Admitted::No {
+                    limit: "tokens_per_minute",
+                    retry_after_ms: window,
+                };
+            }
+        }
+        super::Admitted::Yes
+    }
+
     pub async fn health(&self) -> StateHealth {
         StateHealth {
             backend: "memory",

@@ -130,9 +130,63 @@ mod tests {
         s.del(&[k("b"), k("c"), k("shortc")]).await;
     }
 
+    pub async fn admission_contract(s: &StateBackend, subject: &str) {
+        let now = crate::store::now_ms();
+        // Far from a minute boundary, so all counts land in one window.
+        if super::window_left_ms(now) < 2_000 {
+            tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+        }
+        let a = Admission {
+            subject: subject.to_string(),
+            requests_per_minute: Some(3),
+            tokens_per_minute: Some(100),
+            token_estimate: 40,
+            max_concurrent: Some(1),
+        };
+        let t0 = crate::store::now_ms();
+        assert_eq!(s.admit(&a).await, Admitted::Yes);
+        match s.admit(&a).await {
+            Admitted::No { limit, .. } => assert_eq!(limit, "max_concurrent_requests"),
+            other => panic!("{other:?}"),
+        }
+        // Settles 40 reserved tokens down to 10 actually used.
+        s.release(&a, Some(10), t0).await;
+        assert_eq!(
+            s.admit(&a).await,
+            Admitted::Yes,
+            "slot given back; tokens 10+40 = 50"
+        );
+        s.release(&a, None, t0).await;
+        assert_eq!(s.admit(&a).await, Admitted::Yes, "tokens 90");
+        s.release(&a, None, t0).await;
+        match s.admit(&a).await {
+            Admitted::No {
+                limit,
+                retry_after_ms,
+            } => {
+                assert_eq!(limit, "requests_per_minute");
+                assert!(retry_after_ms <= 60_000);
+            }
+            other => panic!("{other:?}"),
+        }
+        let tokens = Admission {
+            subject: format!("{subject}-t"),
+            requests_per_minute: None,
+            max_concurrent: None,
+            ..a
+        };
+        assert_eq!(s.admit(&tokens).await, Admitted::Yes);
+        assert_eq!(s.admit(&tokens).await, Admitted::Yes);
+        match s.admit(&tokens).await {
+            Admitted::No { limit, .. } => assert_eq!(limit, "tokens_per_minute", "120 > 100"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn memory_backend_meets_the_contract() {
         contract(&StateBackend::memory(), "t").await;
+        admission_contract(&StateBackend::memory(), "key_a").await;
     }
 
     /// Against the real Redis: fails loudly when it is not running
@@ -154,5 +208,70 @@ mod tests {
 
     fn now_ms_for_tests() -> i64 {
         crate::store::now_ms()
+    }
+}
+
+/// One request's admission against its key's limits. Counters are per
+/// relay key; a limit of `None` is not checked.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// Counter namespace, e.g. the relay key id.
+    pub subject: String,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    /// Tokens reserved for this request before it runs.
+    pub token_estimate: u64,
+    pub max_concurrent: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admitted {
+    Yes,
+    /// Over `limit` (`requests_per_minute`, `tokens_per_minute` or
+    /// `max_concurrent_requests`); retry after this long.
+    No {
+        limit: &'static str,
+        retry_after_ms: u64,
+    },
+}
+
+/// Counter keys of an admission (the minute window is part of the name, so
+/// old windows simply expire).
+pub(crate) fn admission_keys(a: &Admission, now_ms: i64) -> [String; 3] {
+    let window = now_ms.div_euclid(60_000);
+    [
+        format!("limit:{}:rpm:{window}", a.subject),
+        format!("limit:{}:tpm:{window}", a.subject),
+        format!("limit:{}:concurrent", a.subject),
+    ]
+}
+
+/// Milliseconds until the current minute window ends.
+pub(crate) fn window_left_ms(now_ms: i64) -> u64 {
+    (60_000 - now_ms.rem_euclid(60_000)) as u64
+}
+
+/// Safety expiry of a concurrency counter, should a process die mid-request.
+pub(crate) const CONCURRENCY_TTL_MS: u64 = 15 * 60_000;
+
+impl StateBackend {
+    /// Checks and counts one request in a single step (one Redis round trip).
+    pub async fn admit(&self, a: &Admission) -> Admitted {
+        dispatch!(self, s => s.admit(a).await)
+    }
+
+    /// Gives back a concurrency slot and settles the token reservation with
+    /// the actual count.
+    pub async fn release(&self, a: &Admission, actual_tokens: Option<u64>, admitted_at_ms: i64) {
+        let keys = admission_keys(a, admitted_at_ms);
+        if a.max_concurrent.is_some() {
+            self.incr(&keys[2], -1, CONCURRENCY_TTL_MS).await;
+        }
+        if let (Some(_), Some(actual)) = (a.tokens_per_minute, actual_tokens) {
+            let delta = actual as i64 - a.token_estimate as i64;
+            if delta != 0 {
+                self.incr(&keys[1], delta, 61_000).await;
+            }
+        }
     }
 }

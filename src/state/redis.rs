@@ -12,6 +12,35 @@ use redis::AsyncCommands;
 use super::{MemoryState, StateError, StateHealth};
 use crate::store::{now_ms, redact_url};
 
+/// KEYS: rpm, tpm, concurrency counters. ARGV: rpm limit, tpm limit,
+/// concurrency limit (0 = none), token estimate, window TTL, concurrency TTL.
+/// Counts in order and undoes earlier counts when a later limit refuses.
+static ADMIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local function take(key, by, limit, ttl)
+  local v = redis.call('INCRBY', key, by)
+  if v == by then redis.call('PEXPIRE', key, ttl) end
+  if v > limit then redis.call('DECRBY', key, by); return false end
+  return true
+end
+local rpm, tpm, cc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local est, wttl, cttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if cc > 0 and not take(KEYS[3], 1, cc, cttl) then return 'concurrency' end
+if rpm > 0 and not take(KEYS[1], 1, rpm, wttl) then
+  if cc > 0 then redis.call('DECRBY', KEYS[3], 1) end
+  return 'requests'
+end
+if tpm > 0 and not take(KEYS[2], est, tpm, wttl) then
+  if rpm > 0 then redis.call('DECRBY', KEYS[1], 1) end
+  if cc > 0 then redis.call('DECRBY', KEYS[3], 1) end
+  return 'tokens'
+end
+return 'ok'
+",
+    )
+});
+
 const DEADLINE: Duration = Duration::from_millis(250);
 const RETRY_EVERY_MS: i64 = 1000;
 
@@ -209,6 +238,49 @@ impl RedisState {
         match r {
             Some(v) => v,
             None => self.fallback.scan(prefix).await,
+        }
+    }
+
+    /// All limit checks of one request in one scripted round trip.
+    pub async fn admit(&self, a: &super::Admission) -> super::Admitted {
+        let now = now_ms();
+        let keys = super::admission_keys(a, now);
+        let window = super::window_left_ms(now);
+        let args = [
+            a.requests_per_minute.unwrap_or(0),
+            a.tokens_per_minute.unwrap_or(0),
+            a.max_concurrent.unwrap_or(0),
+            a.token_estimate,
+            61_000,
+            super::CONCURRENCY_TTL_MS,
+        ];
+        let r = self
+            .try_redis(|mut c| async move {
+                let mut inv = ADMIT.prepare_invoke();
+                for k in &keys {
+                    inv.key(k);
+                }
+                for v in args {
+                    inv.arg(v);
+                }
+                inv.invoke_async::<String>(&mut c).await
+            })
+            .await;
+        match r.as_deref() {
+            Some("ok") => super::Admitted::Yes,
+            Some("concurrency") => super::Admitted::No {
+                limit: "max_concurrent_requests",
+                retry_after_ms: 1000,
+            },
+            Some("requests") => super::Admitted::No {
+                limit: "requests_per_minute",
+                retry_after_ms: window,
+            },
+            Some("tokens") => super::Admitted::No {
+                limit: "tokens_per_minute",
+                retry_after_ms: window,
+            },
+            _ => self.fallback.admit(a).await,
         }
     }
 
