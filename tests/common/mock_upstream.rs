@@ -17,7 +17,7 @@
 //!
 //! # Faults
 //!
-//! Selected by the credential (`Authorization: Bearer fault-<spec>` or `x-api-key: fault-<spec>`,
+//! Selected by the credential (`Authorization: Bearer fault-<spec>[#label]` or `x-api-key: fault-<spec>`,
 //! so a whole relay host key can be made faulty) or per request by a `[[fault:<spec>]]` marker in
 //! the text of the last `user` message (for embeddings: in any input string). The credential wins
 //! when both are present. An unknown spec is answered with a 400 naming it. See [`Fault::parse`]
@@ -423,9 +423,14 @@ type FaultChoice<'a> = Result<Option<Fault>, &'a str>;
 
 /// A fault selected by a `fault-<spec>` credential.
 fn credential_fault(credential: &str) -> FaultChoice<'_> {
+    // Anything after `#` is a label (`fault-401#a`) so tests sharing a
+    // state backend can give each key a value of its own.
     match credential.strip_prefix("fault-") {
         None => Ok(None),
-        Some(spec) => Fault::parse(spec).map(Some).ok_or(spec),
+        Some(spec) => {
+            let spec = spec.split_once('#').map_or(spec, |(s, _)| s);
+            Fault::parse(spec).map(Some).ok_or(spec)
+        }
     }
 }
 
