@@ -537,6 +537,7 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         selection: h.selection,
+        max_keys_per_request: h.max_keys_per_request.unwrap_or(3) as usize,
         keys,
         unavailable_keys: unavailable,
         breaker: BreakerSettings {

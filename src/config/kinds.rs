@@ -37,6 +37,11 @@ pub struct HostSpec {
     /// How a key is picked from the pool among those whose breaker is closed.
     #[serde(default)]
     pub selection: Selection,
+    /// Most keys of this host one request tries before moving on to the next
+    /// binding (default 3).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_keys_per_request: Option<u32>,
     /// The pool of upstream credentials, each sealed or read from the environment.
     pub keys: Vec<HostKeySpec>,
     /// Per-class breaker cooldowns for this host's keys.

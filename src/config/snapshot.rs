@@ -91,6 +91,7 @@ pub struct Host {
     pub connect_timeout: Duration,
     pub headers: Vec<(String, String)>,
     pub selection: Selection,
+    pub max_keys_per_request: usize,
     /// Keys whose value is available, in list order.
     pub keys: Vec<HostKey>,
     /// Keys left out of the pool, with the reason (e.g. an unset variable).
