@@ -1,12 +1,17 @@
 //! Wire formats. Each client surface and each binding adapter speaks one
 //! `Protocol`; this module knows their request heads, usage fields, stream
 //! events and error shapes. Same-protocol calls pass bodies through with only
-//! the `model` field rewritten; translation between protocols plugs in here.
+//! the `model` field rewritten; calls between protocols go through the
+//! canonical types (`canonical`, `*_wire`, `translate`).
 
 pub mod anthropic;
+pub mod anthropic_wire;
 pub mod body;
+pub mod canonical;
 pub mod openai;
+pub mod openai_wire;
 pub mod sse;
+pub mod translate;
 
 use bytes::Bytes;
 

@@ -22,7 +22,7 @@ pub use error::GatewayError;
 pub use usage::UsageSink;
 
 use crate::adapters::body::RawObject;
-use crate::adapters::{anthropic, json_string, openai, Protocol, Usage};
+use crate::adapters::{anthropic, json_string, openai, translate, Protocol, Usage};
 use crate::auth::{self, KeyCache, KeyEntry};
 use crate::config::snapshot::{Binding, Host, HostKey, Model, Snapshot};
 use crate::config::ConfigHandle;
@@ -190,16 +190,31 @@ impl Gateway {
         let binding = route::pick_binding(&snap, model);
         let host = &snap.hosts[binding.host];
         let adapter = Protocol::from(binding.adapter);
-        if adapter != client {
-            return Err(GatewayError::Unsupported(format!(
-                "model `{}` is bound through the {} adapter (binding `{}`); calling it over the {} API needs \
-                 protocol translation, which this build does not do yet",
-                model.name,
-                adapter.as_str(),
-                binding.name,
-                client.as_str()
-            )));
-        }
+        // Cross-protocol: the request is translated before anything goes
+        // upstream (what cannot be expressed is a 400 here); the reply is
+        // translated back below. Same-protocol calls stay raw passthrough.
+        let translation = if adapter != client {
+            if endpoint == Endpoint::Embeddings {
+                return Err(GatewayError::Unsupported(format!(
+                    "model `{}` is bound through the {} adapter (binding `{}`), which has no embeddings API",
+                    model.name,
+                    adapter.as_str(),
+                    binding.name
+                )));
+            }
+            let opts = translate::Options {
+                upstream_model: &binding.upstream,
+                default_max_tokens: model
+                    .max_output_tokens
+                    .unwrap_or(translate::DEFAULT_MAX_TOKENS),
+            };
+            Some(
+                translate::translate_request(client, adapter, &body, &model.name, opts)
+                    .map_err(|e| GatewayError::BadRequest(e.to_string()))?,
+            )
+        } else {
+            None
+        };
         let host_key =
             route::pick_key(host).ok_or_else(|| GatewayError::no_usable_key(model, host))?;
 
@@ -235,7 +250,9 @@ impl Gateway {
                 .parse_field::<StreamOptions>("stream_options", "an object")
                 .map_err(|e| GatewayError::BadRequest(e.to_string()))?
                 .is_some_and(|o| o.include_usage);
-        let upstream_body = if stream && adapter == Protocol::OpenAi {
+        let upstream_body = if let Some((b, _)) = &translation {
+            b.clone()
+        } else if stream && adapter == Protocol::OpenAi {
             obj.rewrite(&[
                 ("model", &upstream_model),
                 ("stream_options", r#"{"include_usage":true}"#),
@@ -244,8 +261,19 @@ impl Gateway {
             obj.rewrite(&[("model", &upstream_model)])
         };
 
-        let request =
-            self.upstream_request(endpoint, binding, host, host_key, headers, upstream_body)?;
+        let upstream_endpoint = match (&translation, adapter) {
+            (None, _) => endpoint,
+            (Some(_), Protocol::OpenAi) => Endpoint::ChatCompletions,
+            (Some(_), Protocol::Anthropic) => Endpoint::Messages,
+        };
+        let request = self.upstream_request(
+            upstream_endpoint,
+            binding,
+            host,
+            host_key,
+            headers,
+            upstream_body,
+        )?;
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
@@ -288,12 +316,17 @@ impl Gateway {
                 http::header::CACHE_CONTROL,
                 HeaderValue::from_static("no-cache"),
             );
-            let watch = match adapter {
-                Protocol::OpenAi => stream::Watch::OpenAi(openai::StreamWatch {
+            let watch = match (&translation, adapter) {
+                (Some((_, t)), _) => {
+                    stream::Watch::Translate(Box::new(t.stream(translate::now_secs())))
+                }
+                (None, Protocol::OpenAi) => stream::Watch::OpenAi(openai::StreamWatch {
                     client_wants_usage,
                     usage: None,
                 }),
-                Protocol::Anthropic => stream::Watch::Anthropic(anthropic::StreamWatch::default()),
+                (None, Protocol::Anthropic) => {
+                    stream::Watch::Anthropic(anthropic::StreamWatch::default())
+                }
             };
             let body = stream::relay(response, watch, client, move |status, usage| {
                 ticket.finish(status, usage)
@@ -328,6 +361,20 @@ impl Gateway {
             ticket.finish(err.status().as_u16(), None);
             return Err(err);
         }
+        let body = match &translation {
+            None => body,
+            Some((_, t)) => match t.response(&body, translate::now_secs()) {
+                Ok(b) => Bytes::from(b),
+                Err(detail) => {
+                    let err = GatewayError::UpstreamProtocol {
+                        host: host.name.clone(),
+                        detail,
+                    };
+                    ticket.finish(err.status().as_u16(), None);
+                    return Err(err);
+                }
+            },
+        };
         ticket.finish(status.as_u16(), usage);
         reply_headers.insert(
             http::header::CONTENT_TYPE,

@@ -9,18 +9,37 @@
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{BoxStream, StreamExt};
 
+use crate::adapters::translate::StreamTranslator;
 use crate::adapters::{anthropic, openai, sse, Protocol, Seen, Usage};
 
 pub enum Watch {
     OpenAi(openai::StreamWatch),
     Anthropic(anthropic::StreamWatch),
+    /// A cross-protocol stream: events are decoded and re-encoded for the
+    /// client instead of forwarded.
+    Translate(Box<StreamTranslator>),
 }
 
 impl Watch {
-    fn observe(&mut self, event: &[u8]) -> Seen {
-        match self {
+    /// Appends what the client gets for `event` to `out`.
+    fn feed(&mut self, event: &Bytes, out: &mut BytesMut) -> Seen {
+        let seen = match self {
             Watch::OpenAi(w) => w.observe(event),
             Watch::Anthropic(w) => w.observe(event),
+            Watch::Translate(t) => return t.feed(event, out),
+        };
+        if seen != Seen::Skip {
+            out.extend_from_slice(event);
+        }
+        seen
+    }
+
+    /// At EOF without a terminal event: true if the stream could still be
+    /// finished cleanly (bytes appended to `out`).
+    fn finish_at_eof(&mut self, out: &mut BytesMut) -> bool {
+        match self {
+            Watch::Translate(t) => t.finish_at_eof(out),
+            _ => false,
         }
     }
 
@@ -28,6 +47,7 @@ impl Watch {
         match self {
             Watch::OpenAi(w) => w.usage,
             Watch::Anthropic(w) => w.usage,
+            Watch::Translate(t) => t.usage(),
         }
     }
 }
@@ -91,17 +111,14 @@ where
                     st.splitter.push(&chunk);
                     let mut out = BytesMut::new();
                     while let Some(event) = st.splitter.next_event() {
-                        match st.end.watch.observe(&event) {
-                            Seen::Forward => out.extend_from_slice(&event),
-                            Seen::Skip => {}
+                        match st.end.watch.feed(&event, &mut out) {
+                            Seen::Forward | Seen::Skip => {}
                             Seen::Done => {
-                                out.extend_from_slice(&event);
                                 st.end.status = 200;
                                 st.finished = true;
                                 break;
                             }
                             Seen::Error => {
-                                out.extend_from_slice(&event);
                                 st.end.status = BROKEN_STREAM;
                                 st.finished = true;
                                 break;
@@ -123,6 +140,12 @@ where
                     ));
                 }
                 None => {
+                    let mut out = BytesMut::new();
+                    if st.end.watch.finish_at_eof(&mut out) {
+                        st.end.status = 200;
+                        st.finished = true;
+                        return Some((Ok(out.freeze()), st));
+                    }
                     return Some((
                         Ok(fail(
                             &mut st,

@@ -9,9 +9,8 @@
 //! The mock upstream runs on this test's tokio runtime, so pytest is awaited with
 //! `tokio::process` on a multi-thread runtime: the runtime keeps serving the mock meanwhile.
 //!
-//! TODO(issue 4): also run `tests/sdk/test_cross_protocol.py` (OpenAI SDK → claude-test,
-//! Anthropic SDK → gpt-test) once relay translates between protocols; today those calls are
-//! answered 501.
+//! `tests/sdk/test_cross_protocol.py` covers protocol translation: the OpenAI SDK calling
+//! claude-test (anthropic adapter) and the Anthropic SDK calling gpt-test (openai adapter).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -161,4 +160,9 @@ async fn openai_python_sdk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_python_sdk() {
     run_pytest("tests/sdk/test_anthropic_sdk.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_protocol_python_sdks() {
+    run_pytest("tests/sdk/test_cross_protocol.py").await;
 }

@@ -3,8 +3,7 @@
   OpenAI SDK    -> claude-test (anthropic adapter): relay translates Chat Completions <-> Messages
   Anthropic SDK -> gpt-test    (openai adapter):    relay translates Messages <-> Chat Completions
 
-NOT run by tests/it/sdk.rs yet: relay answers 501 for cross-protocol calls until issue 4 lands.
-Run by hand against a stack with `RELAY_BASE_URL=... RELAY_KEY=... python3 -m pytest -q tests/sdk/test_cross_protocol.py`.
+Run by tests/it/sdk.rs (`cross_protocol_python_sdks`).
 """
 
 import json
