@@ -141,6 +141,7 @@ impl ConfigHandle {
                     let revision = snapshot.revision.clone();
                     status.last_attempt_failed = false;
                     if !force && revision == status.revision {
+                        tracing::debug!(%revision, "config directory unchanged");
                         return ReloadOutcome::Unchanged { revision };
                     }
                     status.revision = revision.clone();

@@ -84,12 +84,18 @@ pub fn spawn(handle: Arc<ConfigHandle>, shutdown: CancellationToken) -> Reloader
 
 fn spawn_fs_watcher(dir: PathBuf, reloader: Reloader, shutdown: CancellationToken) {
     let (tx, mut events) = mpsc::unbounded_channel::<()>();
-    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Err(e) = &res {
-            tracing::warn!(error = %e, "config watcher error");
-        }
-        let _ = tx.send(());
-    });
+    let watched = dir.clone();
+    let watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) if is_change(&ev, &watched) => {
+                let _ = tx.send(());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "config watcher error");
+                let _ = tx.send(());
+            }
+        });
     let mut watcher = match watcher {
         Ok(w) => w,
         Err(e) => {
@@ -119,6 +125,19 @@ fn spawn_fs_watcher(dir: PathBuf, reloader: Reloader, shutdown: CancellationToke
             reloader.nudge();
         }
     });
+}
+
+/// Whether an event may change what the directory loads. Reads and opens
+/// are not changes: reloading opens every file, and reacting to that would
+/// reload forever. Events the parent watch reports about siblings of the
+/// directory are not ours either.
+fn is_change(ev: &notify::Event, dir: &Path) -> bool {
+    use notify::event::{EventKind, ModifyKind};
+    let kind = !matches!(
+        ev.kind,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
+    );
+    kind && (ev.paths.is_empty() || ev.paths.iter().any(|p| p.starts_with(dir)))
 }
 
 /// Watches the directory recursively and its parent non-recursively, so that

@@ -116,6 +116,7 @@ fn main() {
 
     let mut verdicts: Vec<(String, bool)> = Vec::new();
     let mut rss_line = String::new();
+    let mut peak_kib_c64: Option<u64> = None;
     for &n in &CONCURRENCY {
         let d = rt.block_on(run_phase(&direct, BODY, n, measure, false));
         print_row(&direct, n, &d);
@@ -125,6 +126,7 @@ fn main() {
         print_row(&via_relay, n, &r);
         if n == 64 {
             rss_line = rss(relay.pid());
+            peak_kib_c64 = rss_value_kib(relay.pid(), "VmHWM:");
         }
         if let Some(mut p) = perf {
             let _ = p.wait();
@@ -210,9 +212,11 @@ fn main() {
 
     // Memory, sampled right after the c=64 relay phase.
     println!("proxy_bench: relay memory after c=64: {rss_line}");
-    let rss_mib = rss_value_kib(relay.pid(), "VmHWM:").map_or(f64::NAN, |k| k as f64 / 1024.0);
+    println!("proxy_bench: relay memory at the end: {}", rss(relay.pid()));
+    // VmHWM sampled right after the c=64 phase: the peak up to and including that load.
+    let rss_mib = peak_kib_c64.map_or(f64::NAN, |k| k as f64 / 1024.0);
     verdicts.push((
-        format!("relay peak RSS (VmHWM) {rss_mib:.1} MiB <= {TARGET_RSS_MIB} MiB"),
+        format!("relay peak RSS through c=64 (VmHWM) {rss_mib:.1} MiB <= {TARGET_RSS_MIB} MiB"),
         rss_mib <= TARGET_RSS_MIB,
     ));
 

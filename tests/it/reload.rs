@@ -207,6 +207,25 @@ async fn edits_additions_deletions_and_breakage_are_handled_live() {
 }
 
 #[tokio::test]
+async fn an_idle_relay_does_not_reload_itself() {
+    // Reloading opens every file; the watcher must not take that for a change.
+    let cfg = TempConfig::new(&[("base.yaml", MINIMAL)]);
+    let relay = Relay::start(&cfg.dir(), &cfg.data_dir());
+    cfg.write("base.yaml", &format!("{MINIMAL}\n# touched\n"));
+    relay
+        .wait_status("the edit", |s| s["reloads_applied"] == 1)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let unchanged = relay.logs().matches("config directory unchanged").count();
+    assert!(
+        unchanged <= 1,
+        "reload loop: {unchanged} no-op reloads in 1.5 s\n{}",
+        relay.logs()
+    );
+    assert_eq!(relay.status().await["reloads_applied"], 1);
+}
+
+#[tokio::test]
 async fn sighup_and_the_admin_endpoint_force_a_reload() {
     let cfg = TempConfig::new(&[("base.yaml", MINIMAL)]);
     let relay = Relay::start(&cfg.dir(), &cfg.data_dir());
