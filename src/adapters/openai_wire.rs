@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::canonical::{
-    short_hash, Effort, Event, JsonFormat, Media, Message, Part,
-    Request, Response, Role, Stop, Tool, ToolChoice, Untranslatable,
+    short_hash, Effort, Event, JsonFormat, Media, Message, Part, Request, Response, Role, Stop,
+    Tool, ToolChoice, Untranslatable,
 };
 use super::{sse, Usage};
 
