@@ -12,3 +12,4 @@ mod reload;
 mod schemas;
 mod sdk;
 mod support;
+mod translate;
