@@ -163,8 +163,13 @@ fn compiled(kind: Kind) -> &'static Compiled {
                 // The schemas are generated from our own types; failing to
                 // compile one is a bug caught by the schema tests.
                 #[allow(clippy::expect_used)]
-                let validator =
-                    jsonschema::draft202012::new(&schema).expect("generated schema compiles");
+                let validator = jsonschema::options()
+                    .with_draft(jsonschema::Draft::Draft202012)
+                    // Our patterns need no look-around; the plain regex engine
+                    // compiles them in a fraction of fancy-regex's memory.
+                    .with_pattern_options(jsonschema::PatternOptions::regex())
+                    .build(&schema)
+                    .expect("generated schema compiles");
                 Compiled { schema, validator }
             })
             .collect()
@@ -188,10 +193,10 @@ pub fn check(kind: Kind, doc: &Value) -> Vec<Violation> {
     let c = compiled(kind);
     let mut out = Vec::new();
     for err in c.validator.iter_errors(doc) {
-        let at = err.instance_path.as_str().to_string();
-        match &err.kind {
+        let at = err.instance_path().as_str().to_string();
+        match err.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
-                let known = known_properties(&c.schema, err.schema_path.as_str());
+                let known = known_properties(&c.schema, err.schema_path().as_str());
                 for field in unexpected {
                     out.push(Violation {
                         pointer: format!("{at}/{field}"),
@@ -208,7 +213,9 @@ pub fn check(kind: Kind, doc: &Value) -> Vec<Violation> {
                     message: format!("missing required field `{field}`"),
                 });
             }
-            ValidationErrorKind::Type { kind } if is_host_key(&at) && err.instance.is_string() => {
+            ValidationErrorKind::Type { kind }
+                if is_host_key(&at) && err.instance().is_string() =>
+            {
                 let _ = kind;
                 out.push(Violation {
                     pointer: at,
@@ -221,11 +228,11 @@ pub fn check(kind: Kind, doc: &Value) -> Vec<Violation> {
                     pointer: at,
                     // An empty value has no position of its own (the parser
                     // marks the next token): point at its key.
-                    at_value: !err.instance.is_null(),
+                    at_value: !err.instance().is_null(),
                     message: format!(
                         "expected {}, found {}",
                         type_name(kind),
-                        describe(&err.instance)
+                        describe(err.instance())
                     ),
                 });
             }
@@ -239,9 +246,9 @@ pub fn check(kind: Kind, doc: &Value) -> Vec<Violation> {
                     })
                     .unwrap_or_default();
                 let field = last_segment(&at).to_string();
-                let got = describe(&err.instance);
+                let got = describe(err.instance());
                 let hint = err
-                    .instance
+                    .instance()
                     .as_str()
                     .and_then(|s| closest(s, choices.iter().map(String::as_str)))
                     .map(|c| format!(" (did you mean `{c}`?)"))
@@ -260,11 +267,11 @@ pub fn check(kind: Kind, doc: &Value) -> Vec<Violation> {
                 at_value: true,
                 message: format!(
                     "expected {expected_value}, found {}",
-                    describe(&err.instance)
+                    describe(err.instance())
                 ),
             }),
             ValidationErrorKind::Pattern { .. } => {
-                let message = pattern_message(&at, &err.instance);
+                let message = pattern_message(&at, err.instance());
                 out.push(Violation {
                     pointer: at,
                     at_value: true,
