@@ -114,7 +114,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     let refresher = keys.spawn_refresher(background.clone());
     let (usage, usage_writer) = usage::spawn_writer(store.clone(), background.clone());
     let reloader = watch::spawn(handle.clone(), shutdown.clone());
-    let gateway = Arc::new(Gateway::new(handle.clone(), keys, usage));
+    let gateway = Arc::new(Gateway::new(handle.clone(), keys, breakers.clone(), usage));
     let state = AppState {
         config: handle,
         reloader,

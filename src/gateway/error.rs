@@ -38,6 +38,16 @@ pub enum GatewayError {
         model: String,
         host: String,
         reason: String,
+        /// When the first key's breaker reopens, for `retry-after`.
+        retry_after_ms: Option<u64>,
+    },
+    #[error(
+        "relay key is over its policy's `{limit}` limit; retry after {} s, or ask for a higher limit in the policy",
+        retry_after_ms.div_ceil(1000)
+    )]
+    RateLimited {
+        limit: &'static str,
+        retry_after_ms: u64,
     },
     #[error("{0}")]
     Unsupported(String),
@@ -78,6 +88,7 @@ impl GatewayError {
             GatewayError::NotGranted { .. } | GatewayError::PolicyMissing { .. } => 403,
             GatewayError::UnknownModel { .. } | GatewayError::NoBinding { .. } => 404,
             GatewayError::NoHealthyKeys { .. } => 503,
+            GatewayError::RateLimited { .. } => 429,
             GatewayError::Unsupported(_) => 501,
             GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamKeyRejected { .. }
@@ -98,6 +109,7 @@ impl GatewayError {
             GatewayError::UnknownModel { .. } => "model_not_found",
             GatewayError::NoBinding { .. } => "model_not_routable",
             GatewayError::NoHealthyKeys { .. } => "no_healthy_keys",
+            GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::Unsupported(_) => "unsupported",
             GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
@@ -131,6 +143,45 @@ impl GatewayError {
             model: model.name.clone(),
             host: host.name.clone(),
             reason,
+            retry_after_ms: None,
+        }
+    }
+
+    /// Every key of the model's first host has an open breaker.
+    pub(super) fn all_open(
+        model: &Model,
+        host: &Host,
+        retry_after_ms: Option<u64>,
+    ) -> GatewayError {
+        GatewayError::NoHealthyKeys {
+            model: model.name.clone(),
+            host: host.name.clone(),
+            reason: "every key's circuit breaker is open after upstream failures (wrong, revoked or rate-limited \
+                     credentials); fix the key, or wait for the cooldown, or clear them with `relay breakers reset`"
+                .into(),
+            retry_after_ms,
+        }
+    }
+
+    /// Every attempt failed for a reason that was the keys' fault.
+    pub(super) fn exhausted(
+        model: &Model,
+        failures: &[(&str, &str, crate::upstream::classify::FailureClass)],
+        retry_after_ms: Option<u64>,
+    ) -> GatewayError {
+        let host = failures.last().map_or("", |f| f.0).to_string();
+        let tried: Vec<String> = failures
+            .iter()
+            .map(|(h, k, c)| format!("{h}/{k} ({})", c.as_str()))
+            .collect();
+        GatewayError::NoHealthyKeys {
+            model: model.name.clone(),
+            host,
+            reason: format!(
+                "every key tried failed: {}; their breakers are open until the cooldown passes",
+                tried.join(", ")
+            ),
+            retry_after_ms,
         }
     }
 

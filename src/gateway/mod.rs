@@ -7,15 +7,16 @@
 //! responses.
 
 mod error;
-mod route;
+mod limits;
+mod plan;
 mod stream;
 pub mod usage;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
+use futures_util::stream::{BoxStream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 pub use error::GatewayError;
@@ -27,7 +28,32 @@ use crate::auth::{self, KeyCache, KeyEntry};
 use crate::config::snapshot::{Binding, Host, HostKey, Model, Snapshot};
 use crate::config::ConfigHandle;
 use crate::store::{now_ms, UsageRow};
+use crate::upstream::breaker::Breakers;
+use crate::upstream::classify::{self, Failure, FailureClass};
 use crate::upstream::{Upstreams, MAX_RESPONSE_BYTES};
+
+/// Most upstream attempts one call makes, whatever the pool sizes.
+const MAX_ATTEMPTS: usize = 6;
+
+/// What a call knows before its attempts.
+struct Call<'a> {
+    endpoint: Endpoint,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+    obj: &'a RawObject<'a>,
+    model: &'a Model,
+    stream: bool,
+    started: Instant,
+    key: &'a KeyEntry,
+}
+
+/// How an attempt failed.
+enum Outcome {
+    /// Give this error to the client now.
+    Final(GatewayError),
+    /// Try the next key or binding (recording the failure on the breaker).
+    Retry(GatewayError, Failure),
+}
 
 /// The inference endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +96,7 @@ pub enum ReplyBody {
 pub struct Gateway {
     pub config: Arc<ConfigHandle>,
     pub keys: Arc<KeyCache>,
+    pub breakers: Breakers,
     upstreams: Upstreams,
     usage: UsageSink,
 }
@@ -80,10 +107,15 @@ struct Ticket {
     started: Instant,
     row: UsageRow,
     pricing: Option<crate::config::snapshot::Pricing>,
+    /// Limit counters held for this call, settled when it ends.
+    limit: Option<limits::Held>,
 }
 
 impl Ticket {
     fn finish(mut self, status: u16, usage: Option<Usage>) {
+        if let Some(held) = self.limit.take() {
+            held.release(usage.map(|u| u.total()));
+        }
         let u = usage.unwrap_or_default();
         self.row.status = i32::from(status);
         self.row.latency_ms = self.started.elapsed().as_millis() as i64;
@@ -103,10 +135,16 @@ impl Ticket {
 }
 
 impl Gateway {
-    pub fn new(config: Arc<ConfigHandle>, keys: Arc<KeyCache>, usage: UsageSink) -> Gateway {
+    pub fn new(
+        config: Arc<ConfigHandle>,
+        keys: Arc<KeyCache>,
+        breakers: Breakers,
+        usage: UsageSink,
+    ) -> Gateway {
         Gateway {
             config,
             keys,
+            breakers,
             upstreams: Upstreams::default(),
             usage,
         }
@@ -161,7 +199,10 @@ impl Gateway {
         Ok(model)
     }
 
-    /// Serves one inference call for an authenticated key.
+    /// Serves one inference call for an authenticated key: access checks,
+    /// limits, then attempts in plan order until one succeeds. A failure
+    /// that is the key's fault (or the upstream's) moves on to the next key,
+    /// then the next binding, before the client has seen a byte.
     pub async fn call(
         &self,
         endpoint: Endpoint,
@@ -171,7 +212,6 @@ impl Gateway {
     ) -> Result<Reply, GatewayError> {
         let started = Instant::now();
         let snap = self.config.snapshot();
-        let client = endpoint.protocol();
         let obj = RawObject::parse(&body).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         let requested = obj
             .str("model")
@@ -186,128 +226,264 @@ impl Gateway {
                 .flag("stream")
                 .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         let model = Self::resolve(&snap, &key, &requested)?;
+        let limit = self.admit(&snap, &key, &obj, body.len()).await?;
 
-        let binding = route::pick_binding(&snap, model);
-        let host = &snap.hosts[binding.host];
-        let adapter = Protocol::from(binding.adapter);
-        // Cross-protocol: the request is translated before anything goes
-        // upstream (what cannot be expressed is a 400 here); the reply is
-        // translated back below. Same-protocol calls stay raw passthrough.
-        let translation = if adapter != client {
-            if endpoint == Endpoint::Embeddings {
-                return Err(GatewayError::Unsupported(format!(
-                    "model `{}` is bound through the {} adapter (binding `{}`), which has no embeddings API",
-                    model.name,
-                    adapter.as_str(),
-                    binding.name
-                )));
-            }
-            let opts = translate::Options {
-                upstream_model: &binding.upstream,
-                default_max_tokens: model
-                    .max_output_tokens
-                    .unwrap_or(translate::DEFAULT_MAX_TOKENS),
-            };
-            Some(
-                translate::translate_request(client, adapter, &body, &model.name, opts)
-                    .map_err(|e| GatewayError::BadRequest(e.to_string()))?,
-            )
-        } else {
-            None
-        };
-        let host_key =
-            route::pick_key(host).ok_or_else(|| GatewayError::no_usable_key(model, host))?;
-
-        let ticket = Ticket {
-            usage: self.usage.clone(),
+        let call = Call {
+            endpoint,
+            headers,
+            body: &body,
+            obj: &obj,
+            model,
+            stream,
             started,
-            row: UsageRow {
-                at: now_ms(),
-                request_id: request_id(),
-                key_id: Some(key.id.clone()),
-                model: model.name.clone(),
-                binding: Some(binding.name.clone()),
-                host: Some(host.name.clone()),
-                status: 0,
-                latency_ms: 0,
-                input_tokens: 0,
-                output_tokens: 0,
-                cache_read_tokens: 0,
-                cache_write_tokens: 0,
-                cost_usd: 0.0,
-                streamed: stream,
-            },
-            pricing: model.pricing,
+            key: &key,
         };
+        let mut limit = Some(limit);
+        let attempts = match plan::plan(&snap, model, &self.breakers).await {
+            Ok(a) => a,
+            Err(ex) => {
+                // A request that could never be sent is a 400 whatever the
+                // pool's state.
+                let first = &snap.bindings[model.routes[0]];
+                self.translation(&call, first)?;
+                let err = if ex.all_open {
+                    GatewayError::all_open(model, ex.host, ex.reopens_in_ms)
+                } else {
+                    GatewayError::no_usable_key(model, ex.host)
+                };
+                self.ticket(&call, None, limit.take().flatten())
+                    .finish(err.status().as_u16(), None);
+                return Err(err);
+            }
+        };
+        // Each attempt gets its host's timeout; all of them together get
+        // twice the first host's, so one stalled upstream still leaves room
+        // to fail over.
+        let deadline = started + attempts[0].host.timeout * 2;
+        let mut failures: Vec<(&str, &str, FailureClass)> = Vec::new();
+        let mut reopens: Option<i64> = None;
+        let mut last: Option<(GatewayError, &plan::Attempt)> = None;
+        for attempt in attempts.iter().take(MAX_ATTEMPTS) {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .min(attempt.host.timeout);
+            if left.is_zero() {
+                break;
+            }
+            match self.attempt(&call, attempt, left, &mut limit).await {
+                Ok(reply) => {
+                    self.breakers
+                        .record_success(&attempt.key.fingerprint, attempt.record.is_some())
+                        .await;
+                    plan::mark_used(attempt.host, attempt.key, &self.breakers).await;
+                    return Ok(reply);
+                }
+                Err(Outcome::Final(err)) => return Err(err),
+                Err(Outcome::Retry(err, failure)) => {
+                    tracing::warn!(
+                        host = %attempt.host.name, key = %attempt.key.name, class = failure.class.as_str(),
+                        error = %err, "upstream attempt failed; trying the next key"
+                    );
+                    let names = (attempt.host.name.as_str(), attempt.key.name.as_str());
+                    let rec = self
+                        .breakers
+                        .record_failure(
+                            &attempt.key.fingerprint,
+                            attempt.record.as_ref(),
+                            &failure,
+                            &attempt.host.breaker,
+                            names,
+                        )
+                        .await;
+                    if let Some(at) = rec.map(|r| r.open_until_ms).filter(|&at| at > 0) {
+                        reopens = Some(reopens.map_or(at, |r| r.min(at)));
+                    }
+                    failures.push((names.0, names.1, failure.class));
+                    last = Some((err, attempt));
+                }
+            }
+        }
+        // Nothing left. Key faults mean the pool is exhausted (the seed's
+        // 503); an unhealthy upstream's own error is more useful as is.
+        let key_faults = failures.last().is_some_and(|(_, _, c)| c.is_key_fault());
+        let (err, attempt) = match last {
+            Some((err, attempt)) if !key_faults => (err, Some(attempt)),
+            other => {
+                let retry_after = reopens.map(|at| (at - now_ms()).max(0) as u64);
+                (
+                    GatewayError::exhausted(model, &failures, retry_after),
+                    other.map(|(_, a)| a),
+                )
+            }
+        };
+        let ticket = self.ticket(
+            &call,
+            attempt.map(|a| (a.binding, a.host)),
+            limit.take().flatten(),
+        );
+        ticket.finish(err.status().as_u16(), None);
+        Err(err)
+    }
+
+    /// Checks the key's policy limits (429 when over).
+    async fn admit(
+        &self,
+        snap: &Snapshot,
+        key: &KeyEntry,
+        obj: &RawObject<'_>,
+        body_len: usize,
+    ) -> Result<Option<limits::Held>, GatewayError> {
+        let Some(policy) = snap.policy(&key.policy) else {
+            return Ok(None);
+        };
+        let l = policy.limits;
+        if l.requests_per_minute.is_none()
+            && l.tokens_per_minute.is_none()
+            && l.max_concurrent_requests.is_none()
+        {
+            return Ok(None);
+        }
+        let max_tokens = ["max_tokens", "max_completion_tokens"]
+            .into_iter()
+            .find_map(|f| obj.get(f).and_then(|v| v.get().parse::<u64>().ok()))
+            .unwrap_or(0);
+        limits::admit(
+            self.breakers.state(),
+            &key.id,
+            &l,
+            body_len as u64 / 4 + max_tokens,
+        )
+        .await
+        .map(Some)
+    }
+
+    /// One upstream attempt.
+    async fn attempt(
+        &self,
+        call: &Call<'_>,
+        attempt: &plan::Attempt<'_>,
+        budget: Duration,
+        limit: &mut Option<Option<limits::Held>>,
+    ) -> Result<Reply, Outcome> {
+        let (binding, host, host_key) = (attempt.binding, attempt.host, attempt.key);
+        let client = call.endpoint.protocol();
+        let adapter = Protocol::from(binding.adapter);
+        let final_err = Outcome::Final;
+        let translation = self.translation(call, binding).map_err(final_err)?;
 
         // The upstream body: the client's, with the model renamed; OpenAI
         // streams always ask for usage (the chunk is dropped again for
         // clients that did not ask).
         let upstream_model = json_string(&binding.upstream);
-        let client_wants_usage = stream
+        let client_wants_usage = call.stream
             && adapter == Protocol::OpenAi
-            && obj
+            && call
+                .obj
                 .parse_field::<StreamOptions>("stream_options", "an object")
-                .map_err(|e| GatewayError::BadRequest(e.to_string()))?
+                .map_err(|e| final_err(GatewayError::BadRequest(e.to_string())))?
                 .is_some_and(|o| o.include_usage);
         let upstream_body = if let Some((b, _)) = &translation {
             b.clone()
-        } else if stream && adapter == Protocol::OpenAi {
-            obj.rewrite(&[
+        } else if call.stream && adapter == Protocol::OpenAi {
+            call.obj.rewrite(&[
                 ("model", &upstream_model),
                 ("stream_options", r#"{"include_usage":true}"#),
             ])
         } else {
-            obj.rewrite(&[("model", &upstream_model)])
+            call.obj.rewrite(&[("model", &upstream_model)])
         };
-
         let upstream_endpoint = match (&translation, adapter) {
-            (None, _) => endpoint,
+            (None, _) => call.endpoint,
             (Some(_), Protocol::OpenAi) => Endpoint::ChatCompletions,
             (Some(_), Protocol::Anthropic) => Endpoint::Messages,
         };
-        let request = self.upstream_request(
-            upstream_endpoint,
-            binding,
-            host,
-            host_key,
-            headers,
-            upstream_body,
-        )?;
+        let request = self
+            .upstream_request(
+                upstream_endpoint,
+                binding,
+                host,
+                host_key,
+                call.headers,
+                upstream_body,
+            )
+            .map_err(final_err)?
+            .timeout(budget);
+
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
                 let err = GatewayError::from_transport(&host.name, &e);
-                ticket.finish(err.status().as_u16(), None);
-                return Err(err);
+                return Err(Outcome::Retry(
+                    err,
+                    Failure {
+                        class: FailureClass::ServerError,
+                        retry_after: None,
+                    },
+                ));
             }
         };
         let status = response.status();
-        let mut reply_headers = HeaderMap::new();
-        reply_headers.insert(
-            HeaderName::from_static("x-request-id"),
-            header_value(&ticket.row.request_id),
-        );
-
         if !status.is_success() {
-            let retry_after = response
-                .headers()
+            let upstream_headers = response.headers().clone();
+            let retry_after = upstream_headers
                 .get(http::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .map(String::from);
             let body = read_limited(response).await.unwrap_or_default();
-            ticket.finish(status.as_u16(), None);
-            return Err(GatewayError::from_upstream_status(
+            let failure =
+                classify::classify_status(adapter, status.as_u16(), &upstream_headers, &body);
+            let err = GatewayError::from_upstream_status(
                 host,
                 host_key,
                 adapter,
                 status,
                 body,
                 retry_after,
-            ));
+            );
+            if failure.class == FailureClass::ClientError {
+                let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+                ticket.finish(status.as_u16(), None);
+                return Err(final_err(err));
+            }
+            return Err(Outcome::Retry(err, failure));
         }
 
-        if stream {
+        let mut reply_headers = HeaderMap::new();
+        if call.stream {
+            // Read the first chunk before committing: a stream that fails
+            // before its first byte is retried like any server error.
+            let mut upstream = response.bytes_stream().boxed();
+            let first = match upstream.next().await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => {
+                    let err = GatewayError::from_transport(&host.name, &e);
+                    return Err(Outcome::Retry(
+                        err,
+                        Failure {
+                            class: FailureClass::ServerError,
+                            retry_after: None,
+                        },
+                    ));
+                }
+                None => {
+                    let err = GatewayError::UpstreamProtocol {
+                        host: host.name.clone(),
+                        detail: "the upstream stream ended before its first event".into(),
+                    };
+                    return Err(Outcome::Retry(
+                        err,
+                        Failure {
+                            class: FailureClass::ServerError,
+                            retry_after: None,
+                        },
+                    ));
+                }
+            };
+            let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+            reply_headers.insert(
+                HeaderName::from_static("x-request-id"),
+                header_value(&ticket.row.request_id),
+            );
             reply_headers.insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("text/event-stream"),
@@ -328,7 +504,7 @@ impl Gateway {
                     stream::Watch::Anthropic(anthropic::StreamWatch::default())
                 }
             };
-            let body = stream::relay(response, watch, client, move |status, usage| {
+            let body = stream::relay(first, upstream, watch, client, move |status, usage| {
                 ticket.finish(status, usage)
             });
             return Ok(Reply {
@@ -338,15 +514,21 @@ impl Gateway {
             });
         }
 
+        let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+        reply_headers.insert(
+            HeaderName::from_static("x-request-id"),
+            header_value(&ticket.row.request_id),
+        );
+        let protocol_error = |detail: String| GatewayError::UpstreamProtocol {
+            host: host.name.clone(),
+            detail,
+        };
         let body = match read_limited(response).await {
             Ok(b) => b,
             Err(detail) => {
-                let err = GatewayError::UpstreamProtocol {
-                    host: host.name.clone(),
-                    detail,
-                };
+                let err = protocol_error(detail);
                 ticket.finish(err.status().as_u16(), None);
-                return Err(err);
+                return Err(final_err(err));
             }
         };
         let usage = match adapter {
@@ -354,24 +536,19 @@ impl Gateway {
             Protocol::Anthropic => anthropic::response_usage(&body),
         };
         if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-            let err = GatewayError::UpstreamProtocol {
-                host: host.name.clone(),
-                detail: "the upstream answered 2xx with a body that is not JSON".into(),
-            };
+            let err =
+                protocol_error("the upstream answered 2xx with a body that is not JSON".into());
             ticket.finish(err.status().as_u16(), None);
-            return Err(err);
+            return Err(final_err(err));
         }
         let body = match &translation {
             None => body,
             Some((_, t)) => match t.response(&body, translate::now_secs()) {
                 Ok(b) => Bytes::from(b),
                 Err(detail) => {
-                    let err = GatewayError::UpstreamProtocol {
-                        host: host.name.clone(),
-                        detail,
-                    };
+                    let err = protocol_error(detail);
                     ticket.finish(err.status().as_u16(), None);
-                    return Err(err);
+                    return Err(final_err(err));
                 }
             },
         };
@@ -385,6 +562,72 @@ impl Gateway {
             headers: reply_headers,
             body: ReplyBody::Full(body),
         })
+    }
+
+    /// Cross-protocol: the request translated for `binding`'s adapter (what
+    /// cannot be expressed is a 400 here); the reply is translated back
+    /// later. `None` for same-protocol calls, which stay raw passthrough.
+    fn translation(
+        &self,
+        call: &Call<'_>,
+        binding: &Binding,
+    ) -> Result<Option<(Vec<u8>, translate::Translation)>, GatewayError> {
+        let (client, adapter, model) = (
+            call.endpoint.protocol(),
+            Protocol::from(binding.adapter),
+            call.model,
+        );
+        if adapter == client {
+            return Ok(None);
+        }
+        if call.endpoint == Endpoint::Embeddings {
+            return Err(GatewayError::Unsupported(format!(
+                "model `{}` is bound through the {} adapter (binding `{}`), which has no embeddings API",
+                model.name,
+                adapter.as_str(),
+                binding.name
+            )));
+        }
+        let opts = translate::Options {
+            upstream_model: &binding.upstream,
+            default_max_tokens: model
+                .max_output_tokens
+                .unwrap_or(translate::DEFAULT_MAX_TOKENS),
+        };
+        translate::translate_request(client, adapter, call.body, &model.name, opts)
+            .map(Some)
+            .map_err(|e| GatewayError::BadRequest(e.to_string()))
+    }
+
+    /// The usage record of the attempt that answers the client.
+    fn ticket(
+        &self,
+        call: &Call<'_>,
+        route: Option<(&Binding, &Host)>,
+        limit: Option<limits::Held>,
+    ) -> Ticket {
+        Ticket {
+            usage: self.usage.clone(),
+            started: call.started,
+            row: UsageRow {
+                at: now_ms(),
+                request_id: request_id(),
+                key_id: Some(call.key.id.clone()),
+                model: call.model.name.clone(),
+                binding: route.map(|(b, _)| b.name.clone()),
+                host: route.map(|(_, h)| h.name.clone()),
+                status: 0,
+                latency_ms: 0,
+                input_tokens: 0,
+                output_tokens: 0,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
+                cost_usd: 0.0,
+                streamed: call.stream,
+            },
+            pricing: call.model.pricing,
+            limit,
+        }
     }
 
     fn upstream_request(

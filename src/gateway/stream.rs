@@ -81,8 +81,12 @@ const BROKEN_STREAM: u16 = 502;
 /// Status recorded when the client went away before the end.
 const CLIENT_CLOSED: u16 = 499;
 
+/// `first` is a chunk already read from `upstream` (the gateway reads one
+/// before committing to a stream, so that a stream failing before its first
+/// byte can still be retried elsewhere).
 pub fn relay<F>(
-    response: reqwest::Response,
+    first: Bytes,
+    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
     watch: Watch,
     client: Protocol,
     done: F,
@@ -91,7 +95,9 @@ where
     F: FnOnce(u16, Option<Usage>) + Send + 'static,
 {
     let state = State {
-        upstream: response.bytes_stream().boxed(),
+        upstream: futures_util::stream::once(async move { Ok(first) })
+            .chain(upstream)
+            .boxed(),
         splitter: sse::Splitter::default(),
         end: OnEnd {
             done: Some(done),

@@ -101,10 +101,23 @@ pub fn render_gateway_error(client: Protocol, err: GatewayError) -> Response {
     if status.is_server_error() {
         tracing::warn!(status = status.as_u16(), code = err.code(), error = %err, "request failed");
     }
-    json_response(
+    let mut resp = json_response(
         status,
         client.error_body(status.as_u16(), &err.to_string(), err.code()),
-    )
+    );
+    // Tell clients (and SDKs, which honour it) when trying again can work.
+    let wait_ms = match &err {
+        GatewayError::RateLimited { retry_after_ms, .. } => Some(*retry_after_ms),
+        GatewayError::NoHealthyKeys { retry_after_ms, .. } => *retry_after_ms,
+        _ => None,
+    };
+    if let Some(ms) = wait_ms {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(ms.div_ceil(1000).max(1)),
+        );
+    }
+    resp
 }
 
 /// An upstream's error status and body, in the client's protocol

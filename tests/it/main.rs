@@ -4,6 +4,7 @@
 
 mod cli;
 mod config_fixtures;
+mod failover;
 mod mock_selftest;
 #[path = "../common/mock_upstream.rs"]
 mod mock_upstream;

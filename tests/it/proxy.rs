@@ -459,6 +459,7 @@ async fn broken_streams_end_with_an_error_event_not_a_clean_finish() {
 #[tokio::test]
 async fn upstream_errors_come_back_in_the_callers_protocol() {
     let s = Stack::start(Db::Sqlite).await;
+    // The request's own fault: passed through untouched, no breaker tripped.
     let (st, body) = error_of(
         s.post("/v1/chat/completions", Some(&s.key), chat("[[fault:400]]"))
             .await,
@@ -469,35 +470,14 @@ async fn upstream_errors_come_back_in_the_callers_protocol() {
         body["error"]["code"], "context_length_exceeded",
         "passed through: {body}"
     );
-    let (st, body) = error_of(
-        s.post("/v1/messages", Some(&s.key), message("[[fault:429]]"))
-            .await,
-    )
-    .await;
-    assert_eq!(st, 429);
-    assert_eq!(body["error"]["type"], "rate_limit_error");
-    // A non-JSON upstream error is wrapped.
+    // An unhealthy upstream's error is passed on in the caller's shape.
     let (st, body) = error_of(
         s.post("/v1/messages", Some(&s.key), message("[[fault:html-502]]"))
             .await,
     )
     .await;
-    assert_eq!(st, 502);
+    assert_eq!(st, 502, "non-JSON upstream errors are wrapped");
     assert_eq!(body["type"], "error");
-    // The upstream refusing relay's credential is not the caller's 401.
-    let (st, body) = error_of(
-        s.post("/v1/chat/completions", Some(&s.key), chat("[[fault:401]]"))
-            .await,
-    )
-    .await;
-    assert_eq!(st, 502);
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("rejected its key `primary`"),
-        "{body}"
-    );
     // A 2xx that is not JSON is a protocol error.
     let (st, body) = error_of(
         s.post(
@@ -514,6 +494,42 @@ async fn upstream_errors_come_back_in_the_callers_protocol() {
             .as_str()
             .unwrap()
             .contains("adapter"),
+        "{body}"
+    );
+
+    // Key faults are relay's problem: with no other key left, the caller
+    // gets the seed's 503, with the upstream's retry hint.
+    let r = s
+        .post("/v1/messages", Some(&s.key), message("[[fault:429]]"))
+        .await;
+    let wait = r.headers()["retry-after"].to_str().unwrap().to_string();
+    assert!(
+        wait == "7" || wait == "8",
+        "the 7 s hint (plus jitter): {wait}"
+    );
+    let (st, body) = error_of(r).await;
+    assert_eq!(st, 503);
+    assert_eq!(
+        body["error"]["type"], "overloaded_error",
+        "Anthropic shape: {body}"
+    );
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("no healthy keys in pool") && msg.contains("anthropic/primary (rate_limit)"),
+        "{msg}"
+    );
+    // The upstream refusing relay's credential is not the caller's 401.
+    let (st, body) = error_of(
+        s.post("/v1/chat/completions", Some(&s.key), chat("[[fault:401]]"))
+            .await,
+    )
+    .await;
+    assert_eq!(st, 503);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("openai/primary (auth)"),
         "{body}"
     );
 }

@@ -104,6 +104,8 @@ async fn run_pytest(file: &str) {
         .args(["-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", file])
         .env("RELAY_BASE_URL", &stack.relay.data_url)
         .env("RELAY_KEY", &stack.key)
+        .env("RELAY_CONTROL_URL", stack.relay.control(""))
+        .env("RELAY_ADMIN_TOKEN", crate::support::ADMIN_TOKEN)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

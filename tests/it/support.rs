@@ -551,6 +551,19 @@ impl Stack {
         )
     }
 
+    /// Clears every breaker (tests that inject key faults one after another).
+    pub async fn reset_breakers(&self) {
+        let r = self
+            .relay
+            .http
+            .post(self.relay.control("/api/breakers/reset"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
     pub async fn post(
         &self,
         path: &str,

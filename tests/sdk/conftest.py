@@ -13,7 +13,9 @@ are given, and injects faults for a `[[fault:<spec>]]` marker in the last user
 message.
 """
 
+import json
 import os
+import urllib.request
 
 import pytest
 
@@ -43,3 +45,21 @@ def base_url() -> str:
 @pytest.fixture(scope="session")
 def relay_key() -> str:
     return _env("RELAY_KEY")
+
+
+@pytest.fixture(autouse=True)
+def clear_breakers():
+    """Injected upstream faults trip the single host key's breaker (that is
+    relay's job); clear them after each test so the next starts healthy."""
+    yield
+    control = os.environ.get("RELAY_CONTROL_URL")
+    token = os.environ.get("RELAY_ADMIN_TOKEN")
+    if control and token:
+        req = urllib.request.Request(
+            f"{control.rstrip('/')}/api/breakers/reset",
+            data=json.dumps({}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200

@@ -237,12 +237,14 @@ def test_upstream_error_mid_stream_raises(no_retry):
     assert e.value.body["error"]["type"] == "overloaded_error"
 
 
-def test_upstream_429_is_rate_limit_error(no_retry):
-    with pytest.raises(anthropic.RateLimitError) as e:
+def test_upstream_429_on_the_only_key_is_no_healthy_keys(no_retry):
+    # An upstream 429 is the host key's fault: relay trips its breaker and,
+    # with no other key left, answers its own 503 carrying the upstream's hint.
+    with pytest.raises(anthropic.InternalServerError) as e:
         no_retry.messages.create(model=MODEL, max_tokens=64, messages=user("hi [[fault:429]]"))
-    assert e.value.status_code == 429
-    assert e.value.body["error"]["type"] == "rate_limit_error"
-    assert e.value.response.headers.get("retry-after") == "7"
+    assert e.value.status_code == 503
+    assert "no healthy keys in pool" in e.value.body["error"]["message"]
+    assert e.value.response.headers.get("retry-after") in ("7", "8")
 
 
 # --- models ----------------------------------------------------------------------------------

@@ -164,9 +164,11 @@ def test_openai_sdk_to_claude_upstream_400(oai):
 
 
 def test_openai_sdk_to_claude_upstream_429(oai):
-    with pytest.raises(openai.RateLimitError) as e:
+    # The only host key was rate-limited: relay's own 503 (SPEC §3).
+    with pytest.raises(openai.InternalServerError) as e:
         oai.chat.completions.create(model="claude-test", messages=user("hi [[fault:429]]"))
-    assert e.value.status_code == 429
+    assert e.value.status_code == 503
+    assert "no healthy keys in pool" in e.value.message
 
 
 def test_openai_sdk_to_claude_upstream_529(oai):
@@ -258,10 +260,11 @@ def test_anthropic_sdk_to_gpt_upstream_400(ant):
 
 
 def test_anthropic_sdk_to_gpt_upstream_429(ant):
-    with pytest.raises(anthropic.RateLimitError) as e:
+    # The only host key was rate-limited: relay's own 503 (SPEC §3).
+    with pytest.raises(anthropic.InternalServerError) as e:
         ant.messages.create(model="gpt-test", max_tokens=64, messages=user("hi [[fault:429]]"))
-    assert e.value.status_code == 429
-    assert e.value.body["error"]["type"] == "rate_limit_error"
+    assert e.value.status_code == 503
+    assert "no healthy keys in pool" in e.value.body["error"]["message"]
 
 
 def test_anthropic_sdk_to_gpt_upstream_500(ant):

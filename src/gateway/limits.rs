@@ -1,0 +1,72 @@
+//! Policy limits per relay key — requests and tokens per minute, requests
+//! in flight — counted in the state backend so every replica shares them.
+//! Tokens are reserved from an estimate before the call and settled with
+//! the actual count after it.
+
+use crate::config::kinds::LimitsSpec;
+use crate::state::{Admission, Admitted, StateBackend};
+use crate::store::now_ms;
+
+use super::GatewayError;
+
+/// Counters held by a running call; released (and settled) when it ends.
+pub struct Held {
+    state: StateBackend,
+    admission: Admission,
+    at_ms: i64,
+    released: bool,
+}
+
+impl Held {
+    /// Gives the concurrency slot back and settles tokens, off the request
+    /// path.
+    pub fn release(mut self, actual_tokens: Option<u64>) {
+        self.released = true;
+        let (state, admission, at) = (self.state.clone(), self.admission.clone(), self.at_ms);
+        tokio::spawn(async move { state.release(&admission, actual_tokens, at).await });
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // A call that ended without a usage record (e.g. every attempt
+        // failed) still gives its slot back; the reservation stands.
+        if !self.released {
+            let (state, admission, at) = (self.state.clone(), self.admission.clone(), self.at_ms);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { state.release(&admission, None, at).await });
+            }
+        }
+    }
+}
+
+pub async fn admit(
+    state: &StateBackend,
+    key_id: &str,
+    limits: &LimitsSpec,
+    token_estimate: u64,
+) -> Result<Held, GatewayError> {
+    let admission = Admission {
+        subject: key_id.to_string(),
+        requests_per_minute: limits.requests_per_minute,
+        tokens_per_minute: limits.tokens_per_minute,
+        token_estimate,
+        max_concurrent: limits.max_concurrent_requests,
+    };
+    let at_ms = now_ms();
+    match state.admit(&admission).await {
+        Admitted::Yes => Ok(Held {
+            state: state.clone(),
+            admission,
+            at_ms,
+            released: false,
+        }),
+        Admitted::No {
+            limit,
+            retry_after_ms,
+        } => Err(GatewayError::RateLimited {
+            limit,
+            retry_after_ms,
+        }),
+    }
+}
