@@ -1051,6 +1051,13 @@ impl Decoder {
                 });
             }),
             "content_block_start" => serde_json::from_slice::<BlockStart>(data).map(|b| {
+                if b.index >= super::MAX_STREAM_INDEX {
+                    tracing::warn!(
+                        index = b.index,
+                        "ignoring a content block with an absurd index from the upstream"
+                    );
+                    return;
+                }
                 if self.blocks.len() <= b.index {
                     self.blocks.resize(b.index + 1, BlockKind::Ignored);
                 }
@@ -1215,6 +1222,13 @@ impl Encoder {
     }
 
     fn start_tool(&mut self, call: usize, id: &str, name: &str, out: &mut BytesMut) {
+        if call >= super::MAX_STREAM_INDEX {
+            tracing::warn!(
+                index = call,
+                "ignoring a tool call with an absurd index from the upstream"
+            );
+            return;
+        }
         self.close(out);
         let block = self.next_block;
         self.next_block += 1;

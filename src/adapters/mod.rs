@@ -57,6 +57,11 @@ impl From<Adapter> for Protocol {
     }
 }
 
+/// Largest block or tool-call index accepted from an upstream stream. Real
+/// streams use a handful; the bound keeps a lying upstream from making relay
+/// allocate (or index) by a number it chose.
+pub const MAX_STREAM_INDEX: usize = 1024;
+
 /// Token counts, normalised: `input_tokens` excludes cache reads and writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {

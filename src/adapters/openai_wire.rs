@@ -1114,6 +1114,13 @@ impl Decoder {
                     out.push(Event::Text(t));
                 }
                 for tc in d.tool_calls.into_iter().flatten() {
+                    if tc.index >= super::MAX_STREAM_INDEX {
+                        tracing::warn!(
+                            index = tc.index,
+                            "ignoring a tool call with an absurd index from the upstream"
+                        );
+                        continue;
+                    }
                     let (name, args) = match tc.function {
                         Some(f) => (f.name, f.arguments),
                         None => (None, None),

@@ -1557,3 +1557,33 @@ fn golden_streams() {
         assert_eq!(got, want, "golden case {}", dir.display());
     }
 }
+
+#[test]
+fn absurd_stream_indices_from_an_upstream_are_ignored_not_allocated() {
+    for (client, upstream, event) in [
+        (
+            Protocol::OpenAi,
+            Protocol::Anthropic,
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":18446744073709551615,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        ),
+        (
+            Protocol::Anthropic,
+            Protocol::OpenAi,
+            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":4000000000,\"id\":\"call_x\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+        ),
+    ] {
+        let t = Translation {
+            client,
+            upstream,
+            model: "m".into(),
+            stream: true,
+            include_usage: false,
+            json_mode: false,
+            names: Vec::new(),
+        };
+        let mut st = t.stream(1);
+        let mut out = BytesMut::new();
+        // Must neither panic nor try to allocate gigabytes.
+        assert_eq!(st.feed(event.as_bytes(), &mut out), Seen::Forward);
+    }
+}

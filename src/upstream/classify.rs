@@ -135,7 +135,7 @@ pub fn cooldown_hint(
     if let Some(v) = header("retry-after") {
         if let Ok(secs) = v.parse::<f64>() {
             if secs.is_finite() && secs >= 0.0 {
-                return Some(Duration::from_secs_f64(secs));
+                return Some(clamped_secs(secs));
             }
         } else if let Ok(at) = httpdate_parse(v) {
             return Some(at.duration_since(now).unwrap_or_default());
@@ -234,7 +234,16 @@ pub fn parse_go_duration(v: &str) -> Option<Duration> {
         num.clear();
         any = true;
     }
-    (any && num.is_empty() && total.is_finite()).then(|| Duration::from_secs_f64(total))
+    if !(any && num.is_empty()) {
+        return None;
+    }
+    total.is_finite().then(|| clamped_secs(total))
+}
+
+/// Seconds as a duration, clamped to the longest cooldown (an upstream may
+/// send any number).
+fn clamped_secs(secs: f64) -> Duration {
+    Duration::from_secs_f64(secs.clamp(0.0, super::breaker::MAX_COOLDOWN.as_secs_f64()))
 }
 
 /// "Please try again in 644ms" / "in 9.816s" / "in 1m2s".
@@ -422,5 +431,19 @@ mod tests {
         assert_eq!(parse_go_duration("6m0s"), Some(Duration::from_secs(360)));
         assert_eq!(parse_go_duration("soon"), None);
         assert_eq!(parse_go_duration("5"), None);
+        // Absurd values never panic; they are clamped.
+        assert_eq!(
+            parse_go_duration("99999999999999999999h"),
+            Some(crate::upstream::breaker::MAX_COOLDOWN)
+        );
+        let h = {
+            let mut m = HeaderMap::new();
+            m.insert("retry-after", http::HeaderValue::from_static("1e30"));
+            m
+        };
+        assert_eq!(
+            cooldown_hint(Protocol::OpenAi, &h, "", SystemTime::now()),
+            Some(crate::upstream::breaker::MAX_COOLDOWN)
+        );
     }
 }

@@ -36,7 +36,9 @@ async fn run(label: &str, state: StateBackend, n: usize) {
         let all = t.elapsed();
         assert_eq!(admitted, relay::state::Admitted::Yes);
         // Released off the request path in relay (a spawned task).
-        state.release(&admission, Some(120), relay::store::now_ms()).await;
+        state
+            .release(&admission, Some(120), relay::store::now_ms())
+            .await;
         if i >= 200 {
             breaker_only.push(b);
             checks.push(all);
@@ -54,10 +56,15 @@ async fn run(label: &str, state: StateBackend, n: usize) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         run("memory", StateBackend::memory(), 20_000).await;
-        let url = std::env::var("RELAY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let url = std::env::var("RELAY_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         match StateBackend::open(Some(&url)).await {
             Ok(redis) => run("redis", redis, 5_000).await,
             Err(e) => println!("state_bench: redis   skipped: {e}"),

@@ -579,3 +579,104 @@ async fn concurrency_and_token_limits_answer_429_in_the_callers_protocol() {
     assert_eq!(r.status(), 429);
     assert!(r.text().await.unwrap().contains("tokens_per_minute"));
 }
+
+/// A TCP proxy to Redis that the test can cut and restore.
+struct CuttableProxy {
+    port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl CuttableProxy {
+    async fn start(port: u16) -> CuttableProxy {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_reuseaddr(true).unwrap();
+        sock.bind(format!("127.0.0.1:{port}").parse().unwrap())
+            .unwrap();
+        let listener = sock.listen(64).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = redis_url()
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_string();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    break;
+                };
+                let target = target.clone();
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        CuttableProxy {
+            port,
+            task: Some(task),
+        }
+    }
+
+    /// Closes the listener and every proxied connection.
+    fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_redis_falls_back_to_local_state_and_recovers() {
+    let mut proxy = CuttableProxy::start(0).await;
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let p = Pool::start(PoolSpec {
+        keys: &[("bad", "fault-401"), ("good", "sk-good")],
+        state_url: Some(url),
+        ..Default::default()
+    })
+    .await;
+    let health = || async {
+        reqwest::get(p.relay.data("/healthz"))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(health().await["state"]["status"], "ok");
+    assert_eq!(p.call().await.status(), 200);
+
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Still serving, on in-process state.
+    for _ in 0..3 {
+        assert_eq!(p.call().await.status(), 200);
+    }
+    let h = health().await;
+    assert_eq!(h["status"], "ok", "the data plane stays healthy: {h}");
+    assert_eq!(h["state"]["status"], "degraded", "{h}");
+    assert_eq!(
+        p.relay.logs().matches("Redis is unreachable").count(),
+        1,
+        "logged once:\n{}",
+        p.relay.logs()
+    );
+
+    // Redis returns: relay goes back to it.
+    let _back = CuttableProxy::start(proxy.port).await;
+    let t = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if health().await["state"]["status"] == "ok" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "never reconnected:\n{}",
+            p.relay.logs()
+        );
+    }
+    assert_eq!(p.call().await.status(), 200);
+    assert!(p.relay.logs().contains("Redis is reachable again"));
+}
