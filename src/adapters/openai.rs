@@ -89,14 +89,19 @@ impl StreamWatch {
         if data == b"[DONE]" {
             return Seen::Done;
         }
-        if data.starts_with(b"{\"error\"")
-            || contains(data, b"\"error\":{") && !contains(data, b"\"choices\"")
-        {
-            return Seen::Error;
+        // Cheap byte probes first; a parse only when a field may be present
+        // (servers differ in spacing: `"usage":{` or `"usage": {`).
+        if contains(data, b"\"error\"") {
+            if let Ok(p) = serde_json::from_slice::<ErrorProbe>(data) {
+                if p.error.is_some() && p.choices.is_none() {
+                    return Seen::Error;
+                }
+            }
         }
-        // Only the usage chunk carries a non-null usage object; skip the
-        // parse for every other chunk.
-        if contains(data, b"\"usage\":{") {
+        if contains(data, b"\"usage\"")
+            && !contains(data, b"\"usage\":null")
+            && !contains(data, b"\"usage\": null")
+        {
             if let Ok(w) = serde_json::from_slice::<WithUsage>(data) {
                 if let Some(u) = w.usage {
                     self.usage = Some(u.into());
@@ -112,7 +117,15 @@ impl StreamWatch {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
+}
+
+#[derive(Deserialize)]
+struct ErrorProbe {
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    choices: Option<serde::de::IgnoredAny>,
 }
 
 #[cfg(test)]

@@ -3,9 +3,17 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+/// Largest single event accepted; an upstream that never ends its event
+/// cannot make relay buffer without bound.
+pub const MAX_EVENT_BYTES: usize = 16 << 20;
+
 #[derive(Default)]
 pub struct Splitter {
     buf: BytesMut,
+    /// Bytes of `buf` already searched for an event end (minus the 3 bytes
+    /// a terminator can straddle), so a large event arriving in small
+    /// chunks is scanned once, not once per chunk.
+    scanned: usize,
 }
 
 impl Splitter {
@@ -13,10 +21,24 @@ impl Splitter {
         self.buf.extend_from_slice(chunk);
     }
 
+    /// Whether the unfinished event outgrew [`MAX_EVENT_BYTES`].
+    pub fn overflowed(&self) -> bool {
+        self.buf.len() > MAX_EVENT_BYTES
+    }
+
     /// The next complete event (including its terminating blank line).
     pub fn next_event(&mut self) -> Option<Bytes> {
-        let end = find_event_end(&self.buf)?;
-        Some(self.buf.split_to(end).freeze())
+        let from = self.scanned.saturating_sub(3);
+        match find_event_end(&self.buf[from..]) {
+            Some(end) => {
+                self.scanned = 0;
+                Some(self.buf.split_to(from + end).freeze())
+            }
+            None => {
+                self.scanned = self.buf.len();
+                None
+            }
+        }
     }
 
     /// Bytes of an event that never finished.
@@ -26,6 +48,7 @@ impl Splitter {
 
     pub fn clear(&mut self) {
         self.buf.advance(self.buf.len());
+        self.scanned = 0;
     }
 }
 
@@ -98,6 +121,20 @@ mod tests {
         assert_eq!(parse(&e).1.as_ref(), b"[DONE]");
         assert!(s.next_event().is_none());
         assert!(s.has_partial());
+    }
+
+    #[test]
+    fn terminators_split_across_chunks_are_found() {
+        let mut s = Splitter::default();
+        for piece in [&b"data: a\r"[..], b"\n", b"\r", b"\ndata: b\n", b"\n"] {
+            s.push(piece);
+        }
+        assert_eq!(parse(&s.next_event().unwrap()).1.as_ref(), b"a");
+        assert_eq!(parse(&s.next_event().unwrap()).1.as_ref(), b"b");
+        assert!(s.next_event().is_none());
+        let mut big = Splitter::default();
+        big.push(&vec![b'x'; MAX_EVENT_BYTES + 1]);
+        assert!(big.next_event().is_none() && big.overflowed());
     }
 
     #[test]

@@ -449,6 +449,22 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
         let msg = "host has no keys; add at least one under `keys:` (`env: VAR` or a sealed `age:` value)".to_string();
         rep.at(d, Kind::Host, &h.name, "/keys", Severity::Error, msg);
     }
+    // Credentials or a query in the URL would be repeated into logs and
+    // error messages; the URL must be an API root.
+    let authority = h
+        .base_url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+    if authority.contains('@') {
+        let msg = "`base_url` must not carry credentials (`user:pass@`); put the value under `keys:` instead".into();
+        rep.at(d, Kind::Host, &h.name, "/base_url", Severity::Error, msg);
+    }
+    if h.base_url.contains(['?', '#']) {
+        let msg =
+            "`base_url` is an API root without a query or fragment, e.g. https://api.openai.com/v1"
+                .into();
+        rep.at(d, Kind::Host, &h.name, "/base_url", Severity::Error, msg);
+    }
     for name in h.headers.keys() {
         if CREDENTIAL_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
             let msg = format!(

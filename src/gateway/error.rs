@@ -51,7 +51,11 @@ pub enum GatewayError {
     },
     #[error("{0}")]
     Unsupported(String),
-    #[error("upstream host `{host}` is unreachable: {detail}")]
+    /// `detail` (which may name internal addresses) goes to the log only.
+    #[error(
+        "upstream host `{host}` is unreachable (connection refused, reset or failed); relay's log has the details \
+         under this response's x-request-id"
+    )]
     UpstreamUnreachable { host: String, detail: String },
     #[error("upstream host `{host}` did not answer within its timeout; raise the host's `timeout` or try again")]
     UpstreamTimeout { host: String },
@@ -199,6 +203,7 @@ impl GatewayError {
                 detail = format!("{detail}: {s}");
                 src = s.source();
             }
+            tracing::warn!(host, error = %detail, "upstream unreachable");
             GatewayError::UpstreamUnreachable {
                 host: host.to_string(),
                 detail,

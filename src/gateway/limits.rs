@@ -50,7 +50,12 @@ pub async fn admit(
         subject: key_id.to_string(),
         requests_per_minute: limits.requests_per_minute,
         tokens_per_minute: limits.tokens_per_minute,
-        token_estimate,
+        // An estimate above the whole budget (a huge image, a large
+        // max_tokens) would otherwise be refused forever: it takes the
+        // minute's budget instead, and is settled with the real count.
+        token_estimate: limits
+            .tokens_per_minute
+            .map_or(token_estimate, |t| token_estimate.min(t)),
         max_concurrent: limits.max_concurrent_requests,
     };
     let at_ms = now_ms();

@@ -109,12 +109,38 @@ struct Ticket {
     pricing: Option<crate::config::snapshot::Pricing>,
     /// Limit counters held for this call, settled when it ends.
     limit: Option<limits::Held>,
+    recorded: bool,
+}
+
+/// Status recorded when the client went away before the reply was done.
+const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Ticket {
+    /// A call abandoned mid-way (the client disconnected while relay was
+    /// still reading the upstream) is still recorded, exactly once.
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.record(CLIENT_CLOSED, None);
+        }
+    }
 }
 
 impl Ticket {
     fn finish(mut self, status: u16, usage: Option<Usage>) {
+        self.record(status, usage);
+    }
+
+    fn record(&mut self, status: u16, usage: Option<Usage>) {
+        self.recorded = true;
         if let Some(held) = self.limit.take() {
-            held.release(usage.map(|u| u.total()));
+            // A failed call produced nothing (or says what it did): settle
+            // at that. A success without usage keeps its reservation.
+            let actual = match usage {
+                Some(u) => Some(u.total()),
+                None if status >= 400 => Some(0),
+                None => None,
+            };
+            held.release(actual);
         }
         let u = usage.unwrap_or_default();
         self.row.status = i32::from(status);
@@ -130,7 +156,7 @@ impl Ticket {
                 + u.cache_write_tokens as f64 * p.cache_write_per_mtok)
                 / 1_000_000.0
         });
-        self.usage.record(self.row);
+        self.usage.record(std::mem::take(&mut self.row));
     }
 }
 
@@ -289,7 +315,6 @@ impl Gateway {
                         .breakers
                         .record_failure(
                             &attempt.key.fingerprint,
-                            attempt.record.as_ref(),
                             &failure,
                             &attempt.host.breaker,
                             names,
@@ -514,23 +539,27 @@ impl Gateway {
             });
         }
 
+        let protocol_error = |detail: String| GatewayError::UpstreamProtocol {
+            host: host.name.clone(),
+            detail,
+        };
+        // Nothing has reached the client yet: a body that breaks off (reset,
+        // timeout mid-body) is a server error like any other, and retried.
+        let body = match read_limited(response).await {
+            Ok(b) => b,
+            Err(detail) => {
+                let failure = Failure {
+                    class: FailureClass::ServerError,
+                    retry_after: None,
+                };
+                return Err(Outcome::Retry(protocol_error(detail), failure));
+            }
+        };
         let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
         reply_headers.insert(
             HeaderName::from_static("x-request-id"),
             header_value(&ticket.row.request_id),
         );
-        let protocol_error = |detail: String| GatewayError::UpstreamProtocol {
-            host: host.name.clone(),
-            detail,
-        };
-        let body = match read_limited(response).await {
-            Ok(b) => b,
-            Err(detail) => {
-                let err = protocol_error(detail);
-                ticket.finish(err.status().as_u16(), None);
-                return Err(final_err(err));
-            }
-        };
         let usage = match adapter {
             Protocol::OpenAi => openai::response_usage(&body),
             Protocol::Anthropic => anthropic::response_usage(&body),
@@ -627,6 +656,7 @@ impl Gateway {
             },
             pricing: call.model.pricing,
             limit,
+            recorded: false,
         }
     }
 

@@ -131,6 +131,12 @@ where
                             }
                         }
                     }
+                    if !st.finished && st.splitter.overflowed() {
+                        out.extend_from_slice(&fail(
+                            &mut st,
+                            "the upstream sent an event larger than relay accepts",
+                        ));
+                    }
                     if !out.is_empty() {
                         return Some((Ok(out.freeze()), st));
                     }

@@ -132,6 +132,16 @@ impl MemoryState {
         counter.value.fetch_add(by, Ordering::AcqRel) + by
     }
 
+    pub async fn decr_floor(&self, key: &str) {
+        if let Some(c) = self.counters.load().get(key) {
+            let _ = c
+                .value
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                    (v > 0).then_some(v - 1)
+                });
+        }
+    }
+
     pub async fn scan(&self, prefix: &str) -> Vec<(String, String)> {
         let now = now_ms();
         self.values

@@ -169,6 +169,25 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // Slots given back that were never held (the counter expired) do
+        // not turn into extra slots.
+        let c = Admission {
+            subject: format!("{subject}-c"),
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            token_estimate: 0,
+            max_concurrent: Some(1),
+        };
+        s.release(&c, None, t0).await;
+        s.release(&c, None, t0).await;
+        assert_eq!(s.admit(&c).await, Admitted::Yes);
+        assert!(matches!(
+            s.admit(&c).await,
+            Admitted::No {
+                limit: "max_concurrent_requests",
+                ..
+            }
+        ));
         let tokens = Admission {
             subject: format!("{subject}-t"),
             requests_per_minute: None,
@@ -265,7 +284,7 @@ impl StateBackend {
     pub async fn release(&self, a: &Admission, actual_tokens: Option<u64>, admitted_at_ms: i64) {
         let keys = admission_keys(a, admitted_at_ms);
         if a.max_concurrent.is_some() {
-            self.incr(&keys[2], -1, CONCURRENCY_TTL_MS).await;
+            dispatch!(self, s => s.decr_floor(&keys[2]).await);
         }
         if let (Some(_), Some(actual)) = (a.tokens_per_minute, actual_tokens) {
             let delta = actual as i64 - a.token_estimate as i64;

@@ -26,7 +26,11 @@ local function take(key, by, limit, ttl)
 end
 local rpm, tpm, cc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local est, wttl, cttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-if cc > 0 and not take(KEYS[3], 1, cc, cttl) then return 'concurrency' end
+if cc > 0 then
+  if not take(KEYS[3], 1, cc, cttl) then return 'concurrency' end
+  -- Long-lived load keeps the slot counter alive.
+  redis.call('PEXPIRE', KEYS[3], cttl)
+end
 if rpm > 0 and not take(KEYS[1], 1, rpm, wttl) then
   if cc > 0 then redis.call('DECRBY', KEYS[3], 1) end
   return 'requests'
@@ -37,6 +41,30 @@ if tpm > 0 and not take(KEYS[2], est, tpm, wttl) then
   return 'tokens'
 end
 return 'ok'
+",
+    )
+});
+
+/// INCRBY with an expiry set when the counter is created (works on every
+/// Redis version, unlike `PEXPIRE … NX`).
+static INCR: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+if v == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return v
+",
+    )
+});
+
+/// DECR that never goes below zero (a slot given back after its counter
+/// expired must not create negative slots).
+static DECR_FLOOR: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+if v > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
 ",
     )
 });
@@ -181,25 +209,28 @@ impl RedisState {
 
     pub async fn incr(&self, key: &str, by: i64, ttl_ms: u64) -> i64 {
         let k = key.to_string();
-        // INCRBY and the expiry of a new counter in one round trip.
         let r = self
             .try_redis(|mut c| async move {
-                let (v,): (i64,) = redis::pipe()
-                    .atomic()
-                    .incr(&k, by)
-                    .cmd("PEXPIRE")
-                    .arg(&k)
+                INCR.key(&k)
+                    .arg(by)
                     .arg(ttl_ms.max(1))
-                    .arg("NX")
-                    .ignore()
-                    .query_async(&mut c)
-                    .await?;
-                Ok(v)
+                    .invoke_async::<i64>(&mut c)
+                    .await
             })
             .await;
         match r {
             Some(v) => v,
             None => self.fallback.incr(key, by, ttl_ms).await,
+        }
+    }
+
+    pub async fn decr_floor(&self, key: &str) {
+        let k = key.to_string();
+        let r = self
+            .try_redis(|mut c| async move { DECR_FLOOR.key(&k).invoke_async::<i64>(&mut c).await })
+            .await;
+        if r.is_none() {
+            self.fallback.decr_floor(key).await;
         }
     }
 

@@ -33,6 +33,8 @@ pub enum StoreError {
     UnsupportedUrl,
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(String, std::io::Error),
+    #[error("the database holds damaged data: {0}; restore it from a backup")]
+    Corrupt(String),
 }
 
 impl StoreError {
@@ -43,6 +45,7 @@ impl StoreError {
             StoreError::Query(_) => "query",
             StoreError::UnsupportedUrl => "config",
             StoreError::DataDir(..) => "data_dir",
+            StoreError::Corrupt(_) => "corrupt",
         }
     }
 }

@@ -7,7 +7,7 @@ use sqlx::QueryBuilder;
 use super::{with_pool, Store, StoreError};
 
 /// One upstream call (or a request refused before one), as recorded.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, sqlx::FromRow, PartialEq)]
 pub struct UsageRow {
     pub at: i64,
     pub request_id: String,

@@ -178,15 +178,24 @@ impl Breakers {
             .await
     }
 
+    /// Records a failure against the key's current record (re-read now: the
+    /// one the request planned with may be stale, e.g. another request has
+    /// opened the breaker meanwhile). An open breaker is never shortened.
     pub async fn record_failure(
         &self,
         fingerprint: &str,
-        prev: Option<&BreakerRecord>,
         failure: &Failure,
         settings: &BreakerSettings,
         names: (&str, &str),
     ) -> Option<BreakerRecord> {
-        let (rec, ttl) = after_failure(prev, failure, settings, names, crate::store::now_ms())?;
+        let now = crate::store::now_ms();
+        let current = self.records(&[fingerprint]).await.pop().flatten();
+        let (rec, ttl) = after_failure(current.as_ref(), failure, settings, names, now)?;
+        if let Some(cur) =
+            current.filter(|c| c.open_until_ms > now && c.open_until_ms >= rec.open_until_ms)
+        {
+            return Some(cur);
+        }
         if let Ok(json) = serde_json::to_string(&rec) {
             self.state.set(&Self::key(fingerprint), &json, ttl).await;
         }
@@ -340,12 +349,21 @@ mod tests {
         assert_eq!(b.records(&[fp]).await, vec![None]);
         b.record_failure(
             fp,
-            None,
             &fail(FailureClass::Auth, None),
             &s,
             ("openai", "primary"),
         )
         .await;
+        // A later, shorter failure (a server error) never shortens it.
+        let kept = b
+            .record_failure(
+                fp,
+                &fail(FailureClass::ServerError, None),
+                &s,
+                ("openai", "primary"),
+            )
+            .await;
+        assert_eq!(kept.unwrap().class, FailureClass::Auth);
         let rec = b.records(&[fp]).await.pop().unwrap().unwrap();
         assert_eq!(
             (rec.host.as_str(), rec.key.as_str(), rec.class),
