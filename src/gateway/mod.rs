@@ -529,8 +529,25 @@ impl Gateway {
                     stream::Watch::Anthropic(anthropic::StreamWatch::default())
                 }
             };
+            // A stream that fails after its first byte cannot be retried, but
+            // it still counts against the key (wire-formats §5.21).
+            let breakers = self.breakers.clone();
+            let (fingerprint, settings) = (host_key.fingerprint.clone(), host.breaker);
+            let names = (host.name.clone(), host_key.name.clone());
             let body = stream::relay(first, upstream, watch, client, move |status, usage| {
-                ticket.finish(status, usage)
+                ticket.finish(status, usage);
+                if status == stream::BROKEN_STREAM {
+                    let failure = Failure {
+                        class: FailureClass::ServerError,
+                        retry_after: None,
+                    };
+                    tokio::spawn(async move {
+                        let names = (names.0.as_str(), names.1.as_str());
+                        breakers
+                            .record_failure(&fingerprint, &failure, &settings, names)
+                            .await;
+                    });
+                }
             });
             return Ok(Reply {
                 status,

@@ -77,7 +77,7 @@ struct State<F: FnOnce(u16, Option<Usage>)> {
 
 /// Status recorded for a stream cut before its terminal event (the client
 /// already has a 200; this is for usage records and metrics).
-const BROKEN_STREAM: u16 = 502;
+pub(super) const BROKEN_STREAM: u16 = 502;
 /// Status recorded when the client went away before the end.
 const CLIENT_CLOSED: u16 = 499;
 
