@@ -40,16 +40,6 @@ fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
-fn sse_events(body: &str) -> Vec<String> {
-    body.split("\n\n")
-        .filter_map(|ev| {
-            ev.lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .map(str::to_string)
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn access_checks_follow_the_seed_in_both_protocols() {
     let s = Stack::start(Db::Sqlite).await;
@@ -578,20 +568,6 @@ async fn an_unreachable_upstream_is_a_502_and_a_missing_env_key_a_503() {
         msg.contains("no healthy keys in pool") && msg.contains("RELAY_TEST_ANTHROPIC_KEY"),
         "{msg}"
     );
-}
-
-async fn usage_for(relay: &Relay, key_id: &str, want: usize) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = relay
-            .admin_get(&format!("/api/usage?key_id={key_id}"))
-            .await;
-        if v["records"].as_array().unwrap().len() >= want {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "usage not recorded: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn usage_is_recorded_with_tokens_and_cost(db: Db) {

@@ -577,3 +577,29 @@ impl Stack {
         r.send().await.unwrap()
     }
 }
+
+/// Polls the usage API until `want` records of `key_id` are there (10 s at most).
+pub async fn usage_for(relay: &Relay, key_id: &str, want: usize) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = relay
+            .admin_get(&format!("/api/usage?key_id={key_id}"))
+            .await;
+        if v["records"].as_array().unwrap().len() >= want {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "usage not recorded: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `event:` names of a whole SSE body.
+pub fn sse_events(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|ev| {
+            ev.lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .map(str::to_string)
+        })
+        .collect()
+}

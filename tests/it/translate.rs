@@ -2,8 +2,6 @@
 //! (anthropic adapter) and an Anthropic client calling `gpt-test` (openai
 //! adapter), through a real relay in front of the mock upstream.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -30,27 +28,6 @@ fn data(body: &str) -> Vec<Value> {
         .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")))
         .map(|d| serde_json::from_str(d).unwrap_or_else(|_| Value::String(d.to_string())))
         .collect()
-}
-
-fn events(body: &str) -> Vec<String> {
-    body.split("\n\n")
-        .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("event: ")))
-        .map(str::to_string)
-        .collect()
-}
-
-async fn usage_for(relay: &Relay, key_id: &str, want: usize) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = relay
-            .admin_get(&format!("/api/usage?key_id={key_id}"))
-            .await;
-        if v["records"].as_array().unwrap().len() >= want {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "usage not recorded: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
@@ -212,7 +189,7 @@ async fn anthropic_client_to_openai_binding() {
         .text()
         .await
         .unwrap();
-    let ev = events(&text);
+    let ev = sse_events(&text);
     assert_eq!(ev.first().unwrap(), "message_start");
     assert_eq!(ev[ev.len() - 2..], ["message_delta", "message_stop"]);
     let d = data(&text);
@@ -401,7 +378,11 @@ async fn mid_stream_errors_and_cuts() {
             .text()
             .await
             .unwrap();
-        assert_eq!(events(&text).last().unwrap(), "error", "{fault}: {text}");
+        assert_eq!(
+            sse_events(&text).last().unwrap(),
+            "error",
+            "{fault}: {text}"
+        );
         assert!(
             !text.contains("message_stop") && !text.contains("message_delta"),
             "{text}"
@@ -463,7 +444,7 @@ async fn claude_code_session() {
         .iter()
         .filter_map(|e| e["delta"]["partial_json"].as_str())
         .collect();
-    assert_eq!(events(&text).last().unwrap(), "message_stop");
+    assert_eq!(sse_events(&text).last().unwrap(), "message_stop");
 
     let up = s.mock.requests().pop().unwrap();
     assert_eq!(up.path, "/v1/chat/completions");
@@ -555,7 +536,7 @@ async fn claude_code_session() {
         .filter_map(|e| e["delta"]["text"].as_str())
         .collect();
     assert_eq!(t, "tool said: sunny");
-    let ev = events(&text);
+    let ev = sse_events(&text);
     assert_eq!(ev[ev.len() - 2..], ["message_delta", "message_stop"]);
     let up = s.mock.requests().pop().unwrap();
     let last = up.body["messages"]
