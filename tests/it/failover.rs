@@ -28,6 +28,7 @@ struct Pool {
     cfg: TempConfig,
     relay: Relay,
     key: String,
+    key_id: String,
     /// (variable, value) per pool key in order, then the spare's.
     values: Vec<(String, String)>,
     names: Vec<String>,
@@ -40,6 +41,8 @@ struct PoolSpec<'a> {
     spare: bool,
     limits: &'a str,
     state_url: Option<String>,
+    /// A PostgreSQL database for the key store (else SQLite in the data dir).
+    database_url: Option<String>,
 }
 
 impl Default for PoolSpec<'_> {
@@ -51,6 +54,7 @@ impl Default for PoolSpec<'_> {
             spare: false,
             limits: "",
             state_url: None,
+            database_url: None,
         }
     }
 }
@@ -88,10 +92,17 @@ impl Pool {
         let tag = label();
         let (yaml, values) = config(&mock.base_url(), &spec, &tag);
         let cfg = TempConfig::new(&[("all.yaml", &yaml)]);
-        let (_, key) = mint_key(&cfg.data_dir(), &Db::Sqlite, "default");
+        let db = match &spec.database_url {
+            Some(url) => Db::Url(url.clone()),
+            None => Db::Sqlite,
+        };
+        let (key_id, key) = mint_key(&cfg.data_dir(), &db, "default");
         let mut b = RelayBuilder::new(&cfg.dir(), &cfg.data_dir());
         for (k, v) in &values {
             b = b.env(k, v);
+        }
+        if let Some(url) = &spec.database_url {
+            b = b.env("RELAY_DATABASE_URL", url);
         }
         if let Some(url) = &spec.state_url {
             b = b.env("RELAY_STATE_URL", url);
@@ -103,6 +114,7 @@ impl Pool {
             cfg,
             relay,
             key,
+            key_id,
             values,
             names,
         }
@@ -493,17 +505,21 @@ async fn a_rotated_key_starts_clean_and_the_old_record_stays_in_redis_until_it_e
 }
 
 #[tokio::test]
-async fn replicas_share_breakers_and_rate_limits_through_redis() {
+async fn replicas_share_breakers_rate_limits_and_key_state() {
+    // Two relays sharing one Redis and one PostgreSQL.
     let redis = redis_url();
+    let pg = PgDatabase::create();
     let a = Pool::start(PoolSpec {
         keys: &[("bad", "fault-401"), ("good", "sk-good")],
         state_url: Some(redis.clone()),
+        database_url: Some(pg.url.clone()),
         limits: "limits: { requests_per_minute: 4 }",
         ..Default::default()
     })
     .await;
-    // Replica B: same config, same key store (A's SQLite file), same Redis.
-    let b = RelayBuilder::new(&a.cfg.dir(), &a.cfg.data_dir()).env("RELAY_STATE_URL", &redis);
+    let b = RelayBuilder::new(&a.cfg.dir(), &a.cfg.root.path().join("data-b"))
+        .env("RELAY_STATE_URL", &redis)
+        .env("RELAY_DATABASE_URL", &pg.url);
     let b = a.values.iter().fold(b, |b, (k, v)| b.env(k, v)).start();
     assert_eq!(a.call().await.status(), 200, "A trips `bad`");
     assert_eq!(a.hits("bad"), 1);
@@ -533,6 +549,28 @@ async fn replicas_share_breakers_and_rate_limits_through_redis() {
             .contains("requests_per_minute"),
         "{v}"
     );
+    // Disabled through A's admin API: B refuses it within a second.
+    let r = a
+        .relay
+        .http
+        .post(a.relay.control(&format!("/api/keys/{}/disable", a.key_id)))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t = Instant::now();
+    loop {
+        let st = call_b().await.status();
+        if st == 401 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "B still answers {st} for a disabled key"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 #[tokio::test]

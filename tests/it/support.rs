@@ -379,6 +379,8 @@ models: ["gpt-*"]
 pub enum Db {
     Sqlite,
     Postgres(PgDatabase),
+    /// A database owned by someone else (shared between processes).
+    Url(String),
 }
 
 impl Db {
@@ -386,6 +388,7 @@ impl Db {
         match self {
             Db::Sqlite => None,
             Db::Postgres(p) => Some(p.url.clone()),
+            Db::Url(u) => Some(u.clone()),
         }
     }
 }
