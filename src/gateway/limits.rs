@@ -4,10 +4,8 @@
 //! the actual count after it.
 
 use crate::config::kinds::LimitsSpec;
-use crate::state::{Admission, Admitted, StateBackend};
+use crate::state::{Admission, StateBackend};
 use crate::store::now_ms;
-
-use super::GatewayError;
 
 /// Counters held by a running call; released (and settled) when it ends.
 pub struct Held {
@@ -40,13 +38,9 @@ impl Drop for Held {
     }
 }
 
-pub async fn admit(
-    state: &StateBackend,
-    key_id: &str,
-    limits: &LimitsSpec,
-    token_estimate: u64,
-) -> Result<Held, GatewayError> {
-    let admission = Admission {
+/// The admission a call with these limits asks for.
+pub fn admission(key_id: &str, limits: &LimitsSpec, token_estimate: u64) -> Admission {
+    Admission {
         subject: key_id.to_string(),
         requests_per_minute: limits.requests_per_minute,
         tokens_per_minute: limits.tokens_per_minute,
@@ -57,21 +51,17 @@ pub async fn admit(
             .tokens_per_minute
             .map_or(token_estimate, |t| token_estimate.min(t)),
         max_concurrent: limits.max_concurrent_requests,
-    };
-    let at_ms = now_ms();
-    match state.admit(&admission).await {
-        Admitted::Yes => Ok(Held {
+    }
+}
+
+impl Held {
+    /// Counters an admitted call holds from now on.
+    pub fn admitted(state: &StateBackend, admission: Admission) -> Held {
+        Held {
             state: state.clone(),
             admission,
-            at_ms,
+            at_ms: now_ms(),
             released: false,
-        }),
-        Admitted::No {
-            limit,
-            retry_after_ms,
-        } => Err(GatewayError::RateLimited {
-            limit,
-            retry_after_ms,
-        }),
+        }
     }
 }

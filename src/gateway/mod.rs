@@ -252,7 +252,7 @@ impl Gateway {
                 .flag("stream")
                 .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         let model = Self::resolve(&snap, &key, &requested)?;
-        let limit = self.admit(&snap, &key, &obj, body.len()).await?;
+        let admission = self.admission(&snap, &key, &obj, body.len());
 
         let call = Call {
             endpoint,
@@ -264,10 +264,20 @@ impl Gateway {
             started,
             key: &key,
         };
-        let mut limit = Some(limit);
-        let attempts = match plan::plan(&snap, model, &self.breakers).await {
+        let attempts = match plan::plan(&snap, model, &self.breakers, admission.as_ref()).await {
             Ok(a) => a,
-            Err(ex) => {
+            Err(plan::Refused::Limited {
+                limit,
+                retry_after_ms,
+            }) => {
+                return Err(GatewayError::RateLimited {
+                    limit,
+                    retry_after_ms,
+                });
+            }
+            Err(plan::Refused::Exhausted(ex)) => {
+                let mut limit =
+                    admission.map(|a| Some(limits::Held::admitted(self.breakers.state(), a)));
                 // A request that could never be sent is a 400 whatever the
                 // pool's state.
                 let first = &snap.bindings[model.routes[0]];
@@ -282,6 +292,7 @@ impl Gateway {
                 return Err(err);
             }
         };
+        let mut limit = admission.map(|a| Some(limits::Held::admitted(self.breakers.state(), a)));
         // Each attempt gets its host's timeout; all of them together get
         // twice the first host's, so one stalled upstream still leaves room
         // to fail over.
@@ -350,36 +361,30 @@ impl Gateway {
         Err(err)
     }
 
-    /// Checks the key's policy limits (429 when over).
-    async fn admit(
+    /// The admission this call asks for, when the key's policy has limits.
+    fn admission(
         &self,
         snap: &Snapshot,
         key: &KeyEntry,
         obj: &RawObject<'_>,
         body_len: usize,
-    ) -> Result<Option<limits::Held>, GatewayError> {
-        let Some(policy) = snap.policy(&key.policy) else {
-            return Ok(None);
-        };
-        let l = policy.limits;
+    ) -> Option<crate::state::Admission> {
+        let l = snap.policy(&key.policy)?.limits;
         if l.requests_per_minute.is_none()
             && l.tokens_per_minute.is_none()
             && l.max_concurrent_requests.is_none()
         {
-            return Ok(None);
+            return None;
         }
         let max_tokens = ["max_tokens", "max_completion_tokens"]
             .into_iter()
             .find_map(|f| obj.get(f).and_then(|v| v.get().parse::<u64>().ok()))
             .unwrap_or(0);
-        limits::admit(
-            self.breakers.state(),
+        Some(limits::admission(
             &key.id,
             &l,
             body_len as u64 / 4 + max_tokens,
-        )
-        .await
-        .map(Some)
+        ))
     }
 
     /// One upstream attempt.

@@ -8,6 +8,7 @@ use rand::Rng;
 
 use crate::config::kinds::Selection;
 use crate::config::snapshot::{Binding, Host, HostKey, Model, Snapshot};
+use crate::state::{Admission, Admitted};
 use crate::store::now_ms;
 use crate::upstream::breaker::{BreakerRecord, Breakers, Health};
 
@@ -17,6 +18,17 @@ pub struct Attempt<'s> {
     pub key: &'s HostKey,
     /// The key's breaker record when it had one (so a success clears it).
     pub record: Option<BreakerRecord>,
+}
+
+/// Why a call has nothing to try.
+pub enum Refused<'s> {
+    /// Over a policy limit (429).
+    Limited {
+        limit: &'static str,
+        retry_after_ms: u64,
+    },
+    /// No key can be tried (503).
+    Exhausted(Exhausted<'s>),
 }
 
 /// Why a model has nothing to try, for the 503.
@@ -69,19 +81,40 @@ fn weighted_shuffle(group: &mut [&Binding]) {
     }
 }
 
-/// All attempts for a model, or why there are none.
+/// All attempts for a model, or why there are none. The policy admission,
+/// when the key has limits, happens in the same state round trip as reading
+/// the breakers.
 pub async fn plan<'s>(
     snap: &'s Snapshot,
     model: &'s Model,
     breakers: &Breakers,
-) -> Result<Vec<Attempt<'s>>, Exhausted<'s>> {
+    admission: Option<&Admission>,
+) -> Result<Vec<Attempt<'s>>, Refused<'s>> {
     let bindings = binding_order(snap, model);
     let hosts: Vec<&Host> = bindings.iter().map(|b| &snap.hosts[b.host]).collect();
     let fingerprints: Vec<&str> = hosts
         .iter()
         .flat_map(|h| h.keys.iter().map(|k| k.fingerprint.as_str()))
         .collect();
-    let mut records = breakers.records(&fingerprints).await.into_iter();
+    let records = match admission {
+        None => breakers.records(&fingerprints).await,
+        Some(a) => match breakers.records_admitting(&fingerprints, a).await {
+            (Admitted::Yes, records) => records,
+            (
+                Admitted::No {
+                    limit,
+                    retry_after_ms,
+                },
+                _,
+            ) => {
+                return Err(Refused::Limited {
+                    limit,
+                    retry_after_ms,
+                })
+            }
+        },
+    };
+    let mut records = records.into_iter();
     let now = now_ms();
 
     let mut attempts = Vec::new();
@@ -121,11 +154,11 @@ pub async fn plan<'s>(
             .first()
             .copied()
             .unwrap_or(&snap.hosts[snap.bindings[model.routes[0]].host]);
-        return Err(Exhausted {
+        return Err(Refused::Exhausted(Exhausted {
             host,
             all_open: !host.keys.is_empty(),
             reopens_in_ms: reopens.map(|at| (at - now).max(0) as u64),
-        });
+        }));
     }
     Ok(attempts)
 }

@@ -276,7 +276,20 @@ pub(crate) const CONCURRENCY_TTL_MS: u64 = 15 * 60_000;
 impl StateBackend {
     /// Checks and counts one request in a single step (one Redis round trip).
     pub async fn admit(&self, a: &Admission) -> Admitted {
-        dispatch!(self, s => s.admit(a).await)
+        self.admit_reading(a, &[]).await.0
+    }
+
+    /// Admission plus reading `read` (the request's breaker records), still
+    /// one round trip with Redis.
+    pub async fn admit_reading(
+        &self,
+        a: &Admission,
+        read: &[String],
+    ) -> (Admitted, Vec<Option<String>>) {
+        match self {
+            StateBackend::Memory(s) => (s.admit(a).await, s.get_many(read).await),
+            StateBackend::Redis(s) => s.admit_reading(a, read).await,
+        }
     }
 
     /// Gives back a concurrency slot and settles the token reservation with

@@ -12,9 +12,10 @@ use redis::AsyncCommands;
 use super::{MemoryState, StateError, StateHealth};
 use crate::store::{now_ms, redact_url};
 
-/// KEYS: rpm, tpm, concurrency counters. ARGV: rpm limit, tpm limit,
-/// concurrency limit (0 = none), token estimate, window TTL, concurrency TTL.
-/// Counts in order and undoes earlier counts when a later limit refuses.
+/// KEYS: rpm, tpm, concurrency counters, then any keys to read. ARGV: rpm
+/// limit, tpm limit, concurrency limit (0 = none), token estimate, window
+/// TTL, concurrency TTL. Counts in order and undoes earlier counts when a
+/// later limit refuses; returns {status, values of the keys to read}.
 static ADMIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -26,6 +27,7 @@ local function take(key, by, limit, ttl)
 end
 local rpm, tpm, cc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local est, wttl, cttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local function admit()
 if cc > 0 then
   if not take(KEYS[3], 1, cc, cttl) then return 'concurrency' end
   -- Long-lived load keeps the slot counter alive.
@@ -41,6 +43,13 @@ if tpm > 0 and not take(KEYS[2], est, tpm, wttl) then
   return 'tokens'
 end
 return 'ok'
+end
+local status = admit()
+-- KEYS[4..]: values to read in the same round trip (breaker records).
+if #KEYS > 3 then
+  return {status, redis.call('MGET', unpack(KEYS, 4))}
+end
+return {status, {}}
 ",
     )
 });
@@ -273,7 +282,13 @@ impl RedisState {
     }
 
     /// All limit checks of one request in one scripted round trip.
-    pub async fn admit(&self, a: &super::Admission) -> super::Admitted {
+    /// All limit checks of one request, plus reading `read`, in one scripted
+    /// round trip.
+    pub async fn admit_reading(
+        &self,
+        a: &super::Admission,
+        read: &[String],
+    ) -> (super::Admitted, Vec<Option<String>>) {
         let now = now_ms();
         let keys = super::admission_keys(a, now);
         let window = super::window_left_ms(now);
@@ -285,19 +300,21 @@ impl RedisState {
             61_000,
             super::CONCURRENCY_TTL_MS,
         ];
+        let extra = read.to_vec();
         let r = self
             .try_redis(|mut c| async move {
                 let mut inv = ADMIT.prepare_invoke();
-                for k in &keys {
+                for k in keys.iter().chain(&extra) {
                     inv.key(k);
                 }
                 for v in args {
                     inv.arg(v);
                 }
-                inv.invoke_async::<String>(&mut c).await
+                inv.invoke_async::<(String, Vec<Option<String>>)>(&mut c)
+                    .await
             })
             .await;
-        match r.as_deref() {
+        let admitted = match r.as_ref().map(|(s, _)| s.as_str()) {
             Some("ok") => super::Admitted::Yes,
             Some("concurrency") => super::Admitted::No {
                 limit: "max_concurrent_requests",
@@ -311,8 +328,18 @@ impl RedisState {
                 limit: "tokens_per_minute",
                 retry_after_ms: window,
             },
-            _ => self.fallback.admit(a).await,
-        }
+            _ => {
+                return (
+                    self.fallback.admit(a).await,
+                    self.fallback.get_many(read).await,
+                )
+            }
+        };
+        let values = r
+            .map(|(_, v)| v)
+            .filter(|v| v.len() == read.len())
+            .unwrap_or_else(|| vec![None; read.len()]);
+        (admitted, values)
     }
 
     pub async fn health(&self) -> StateHealth {

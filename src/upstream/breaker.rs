@@ -140,6 +140,13 @@ pub fn after_failure(
     }
 }
 
+fn parse(values: Vec<Option<String>>) -> Vec<Option<BreakerRecord>> {
+    values
+        .into_iter()
+        .map(|v| v.and_then(|s| serde_json::from_str(&s).ok()))
+        .collect()
+}
+
 /// Breakers over a state backend.
 #[derive(Clone)]
 pub struct Breakers {
@@ -162,12 +169,19 @@ impl Breakers {
     /// Records for a pool of keys, in one round trip.
     pub async fn records(&self, fingerprints: &[&str]) -> Vec<Option<BreakerRecord>> {
         let keys: Vec<String> = fingerprints.iter().map(|f| Self::key(f)).collect();
-        self.state
-            .get_many(&keys)
-            .await
-            .into_iter()
-            .map(|v| v.and_then(|s| serde_json::from_str(&s).ok()))
-            .collect()
+        parse(self.state.get_many(&keys).await)
+    }
+
+    /// Records for a pool of keys and a policy admission, together in one
+    /// round trip.
+    pub async fn records_admitting(
+        &self,
+        fingerprints: &[&str],
+        admission: &crate::state::Admission,
+    ) -> (crate::state::Admitted, Vec<Option<BreakerRecord>>) {
+        let keys: Vec<String> = fingerprints.iter().map(|f| Self::key(f)).collect();
+        let (admitted, values) = self.state.admit_reading(admission, &keys).await;
+        (admitted, parse(values))
     }
 
     /// Claims the single half-open probe of a key; false if another request
