@@ -1389,8 +1389,12 @@ impl Encoder {
             }
             Event::Done => {
                 if !self.finished {
-                    // [DONE] without a finish chunk: close what is open.
-                    self.close(out);
+                    // [DONE] without a finish chunk: finish as if one had
+                    // come (held tool calls included), so the client gets
+                    // every block and a stop_reason.
+                    let tools = self.streamed.iter().any(|&s| s) || !self.deferred.is_empty();
+                    let stop = if tools { Stop::ToolUse } else { Stop::EndTurn };
+                    self.encode(&Event::Finish { stop }, out);
                 }
                 self.flush_delta(out);
                 event(

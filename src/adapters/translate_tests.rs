@@ -1587,3 +1587,35 @@ fn absurd_stream_indices_from_an_upstream_are_ignored_not_allocated() {
         assert_eq!(st.feed(event.as_bytes(), &mut out), Seen::Forward);
     }
 }
+
+#[test]
+fn done_without_a_finish_chunk_still_finishes_the_anthropic_message() {
+    let t = Translation {
+        client: Protocol::Anthropic,
+        upstream: Protocol::OpenAi,
+        model: "m".into(),
+        stream: true,
+        include_usage: false,
+        json_mode: false,
+        names: Vec::new(),
+    };
+    let mut st = t.stream(1);
+    let mut out = BytesMut::new();
+    let chunks = [
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: [DONE]\n\n",
+    ];
+    for c in chunks {
+        st.feed(c.as_bytes(), &mut out);
+    }
+    let text = String::from_utf8(out.to_vec()).unwrap();
+    assert!(text.contains("\"type\":\"tool_use\""), "{text}");
+    assert!(
+        text.contains("\"stop_reason\":\"tool_use\""),
+        "a stop_reason even without finish_reason: {text}"
+    );
+    assert!(
+        text.trim_end().ends_with("{\"type\":\"message_stop\"}"),
+        "{text}"
+    );
+}

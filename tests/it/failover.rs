@@ -248,10 +248,10 @@ async fn client_errors_never_trip_a_breaker_and_are_returned_as_is() {
     assert_eq!(p.breaker("a").await["state"], "closed");
 }
 
-#[tokio::test]
-async fn exhaustion_is_the_seeds_503_without_calling_upstream() {
+async fn exhaustion_is_the_seeds_503_without_calling_upstream(state_url: Option<String>) {
     let p = Pool::start(PoolSpec {
         keys: &[("a", "fault-401"), ("b", "fault-quota")],
+        state_url,
         ..Default::default()
     })
     .await;
@@ -382,11 +382,11 @@ async fn timeouts_and_resets_are_server_errors() {
     assert_eq!(p.breaker("reset").await["class"], "server_error");
 }
 
-#[tokio::test]
-async fn breakers_heal_after_the_cooldown() {
+async fn breakers_heal_after_the_cooldown(state_url: Option<String>) {
     let p = Pool::start(PoolSpec {
         keys: &[("flaky", "fault-500"), ("good", "sk-good")],
         breaker: "  server_error_threshold: 1\n  server_error_cooldown: 1s\n",
+        state_url,
         ..Default::default()
     })
     .await;
@@ -573,11 +573,13 @@ async fn replicas_share_breakers_rate_limits_and_key_state() {
     }
 }
 
-#[tokio::test]
-async fn concurrency_and_token_limits_answer_429_in_the_callers_protocol() {
+async fn concurrency_and_token_limits_answer_429_in_the_callers_protocol(
+    state_url: Option<String>,
+) {
     let p = Pool::start(PoolSpec {
         keys: &[("a", "sk-a")],
         limits: "limits: { max_concurrent_requests: 1, tokens_per_minute: 1000 }",
+        state_url,
         ..Default::default()
     })
     .await;
@@ -717,4 +719,34 @@ async fn losing_redis_falls_back_to_local_state_and_recovers() {
     }
     assert_eq!(p.call().await.status(), 200);
     assert!(p.relay.logs().contains("Redis is reachable again"));
+}
+
+#[tokio::test]
+async fn exhaustion_is_the_seeds_503_without_calling_upstream_in_process() {
+    exhaustion_is_the_seeds_503_without_calling_upstream(None).await;
+}
+
+#[tokio::test]
+async fn exhaustion_is_the_seeds_503_without_calling_upstream_with_redis() {
+    exhaustion_is_the_seeds_503_without_calling_upstream(Some(redis_url())).await;
+}
+
+#[tokio::test]
+async fn breakers_heal_after_the_cooldown_in_process() {
+    breakers_heal_after_the_cooldown(None).await;
+}
+
+#[tokio::test]
+async fn breakers_heal_after_the_cooldown_with_redis() {
+    breakers_heal_after_the_cooldown(Some(redis_url())).await;
+}
+
+#[tokio::test]
+async fn concurrency_and_token_limits_answer_429_in_the_callers_protocol_in_process() {
+    concurrency_and_token_limits_answer_429_in_the_callers_protocol(None).await;
+}
+
+#[tokio::test]
+async fn concurrency_and_token_limits_answer_429_in_the_callers_protocol_with_redis() {
+    concurrency_and_token_limits_answer_429_in_the_callers_protocol(Some(redis_url())).await;
 }
