@@ -75,11 +75,14 @@ struct WithUsage {
     usage: Option<WireUsage>,
 }
 
-pub fn response_usage(body: &[u8]) -> Option<Usage> {
-    let w = serde_json::from_slice::<WithUsage>(body).ok()?.usage?;
-    let mut u = Usage::default();
-    w.apply(&mut u);
-    Some(u)
+/// Usage of a non-streamed response; an error when the body is not a JSON
+/// object (one parse answers both).
+pub fn response_usage(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
+    Ok(serde_json::from_slice::<WithUsage>(body)?.usage.map(|w| {
+        let mut u = Usage::default();
+        w.apply(&mut u);
+        u
+    }))
 }
 
 #[derive(Deserialize)]

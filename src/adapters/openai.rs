@@ -67,12 +67,12 @@ struct WithUsage {
     usage: Option<WireUsage>,
 }
 
-/// Usage of a non-streamed chat completion or embeddings response.
-pub fn response_usage(body: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<WithUsage>(body)
-        .ok()?
+/// Usage of a non-streamed chat completion or embeddings response; an
+/// error when the body is not a JSON object (one parse answers both).
+pub fn response_usage(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
+    Ok(serde_json::from_slice::<WithUsage>(body)?
         .usage
-        .map(Usage::from)
+        .map(Usage::from))
 }
 
 /// Watches a Chat Completions stream: finds the usage chunk (dropping it if
@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn usage_counts_cached_tokens_once() {
-        let u = response_usage(br#"{"id":"x","usage":{"prompt_tokens":1200,"completion_tokens":40,"total_tokens":1240,"prompt_tokens_details":{"cached_tokens":1024}}}"#).unwrap();
+        let u = response_usage(br#"{"id":"x","usage":{"prompt_tokens":1200,"completion_tokens":40,"total_tokens":1240,"prompt_tokens_details":{"cached_tokens":1024}}}"#).unwrap().unwrap();
         assert_eq!(
             u,
             Usage {
@@ -144,8 +144,8 @@ mod tests {
                 cache_write_tokens: 0
             }
         );
-        assert_eq!(response_usage(b"{}"), None);
-        assert_eq!(response_usage(b"garbage"), None);
+        assert_eq!(response_usage(b"{}").unwrap(), None);
+        assert!(response_usage(b"garbage").is_err());
     }
 
     #[test]

@@ -537,6 +537,32 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
             }
         }
     }
+    let base = h.base_url.trim_end_matches('/');
+    let parse = |path: &str| url::Url::parse(&format!("{base}{path}"));
+    let urls = match (
+        parse("/chat/completions"),
+        parse("/messages"),
+        parse("/embeddings"),
+    ) {
+        (Ok(chat_completions), Ok(messages), Ok(embeddings)) => UpstreamUrls {
+            chat_completions,
+            messages,
+            embeddings,
+        },
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+            let msg = format!("`base_url` is not a valid URL: {e}");
+            rep.at(d, Kind::Host, &h.name, "/base_url", Severity::Error, msg);
+            // The snapshot is rejected for this error; the placeholder only
+            // keeps the value well-typed (a constant that always parses).
+            let fallback =
+                url::Url::parse("http://invalid.invalid/").unwrap_or_else(|_| unreachable!());
+            UpstreamUrls {
+                chat_completions: fallback.clone(),
+                messages: fallback.clone(),
+                embeddings: fallback,
+            }
+        }
+    };
     let b = h.breaker.clone().unwrap_or_default();
     let defaults = BreakerSettings::default();
     let dur =
@@ -544,7 +570,8 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
     Host {
         name: h.name.clone(),
         description: h.description.clone(),
-        base_url: h.base_url.trim_end_matches('/').to_string(),
+        base_url: base.to_string(),
+        urls,
         timeout: dur(h.timeout, Duration::from_secs(120)),
         connect_timeout: dur(h.connect_timeout, Duration::from_secs(10)),
         headers: h

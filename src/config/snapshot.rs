@@ -87,6 +87,8 @@ pub struct Host {
     pub description: Option<String>,
     /// Without a trailing slash.
     pub base_url: String,
+    /// The upstream endpoints, parsed once here rather than per request.
+    pub urls: UpstreamUrls,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub headers: Vec<(String, String)>,
@@ -97,6 +99,16 @@ pub struct Host {
     /// Keys left out of the pool, with the reason (e.g. an unset variable).
     pub unavailable_keys: Vec<UnavailableKey>,
     pub breaker: BreakerSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamUrls {
+    /// `{base_url}/chat/completions` (openai adapter).
+    pub chat_completions: url::Url,
+    /// `{base_url}/messages` (anthropic adapter).
+    pub messages: url::Url,
+    /// `{base_url}/embeddings` (openai adapter).
+    pub embeddings: url::Url,
 }
 
 #[derive(Debug)]

@@ -71,15 +71,6 @@ impl Endpoint {
             Endpoint::Messages => Protocol::Anthropic,
         }
     }
-
-    /// Path appended to a host's `base_url`.
-    fn upstream_path(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "/chat/completions",
-            Endpoint::Messages => "/messages",
-            Endpoint::Embeddings => "/embeddings",
-        }
-    }
 }
 
 pub struct Reply {
@@ -582,16 +573,16 @@ impl Gateway {
             HeaderName::from_static("x-request-id"),
             header_value(&ticket.row.request_id),
         );
-        let usage = match adapter {
+        let parsed = match adapter {
             Protocol::OpenAi => openai::response_usage(&body),
             Protocol::Anthropic => anthropic::response_usage(&body),
         };
-        if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+        let Ok(usage) = parsed else {
             let err =
                 protocol_error("the upstream answered 2xx with a body that is not JSON".into());
             ticket.finish(err.status().as_u16(), None);
             return Err(final_err(err));
-        }
+        };
         let body = match &translation {
             None => body,
             Some((_, t)) => match t.response(&body, translate::now_secs()) {
@@ -697,7 +688,11 @@ impl Gateway {
                 detail: e.to_string(),
             }
         })?;
-        let url = format!("{}{}", host.base_url, endpoint.upstream_path());
+        let url = match endpoint {
+            Endpoint::ChatCompletions => host.urls.chat_completions.clone(),
+            Endpoint::Messages => host.urls.messages.clone(),
+            Endpoint::Embeddings => host.urls.embeddings.clone(),
+        };
         let mut req = client
             .post(url)
             .timeout(host.timeout)
@@ -744,7 +739,22 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, String> 
             "upstream response larger than {MAX_RESPONSE_BYTES} bytes"
         ));
     }
-    let mut buf = bytes::BytesMut::new();
+    // Most bodies arrive in one chunk: hand it over without copying.
+    let first = match response.chunk().await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Ok(Bytes::new()),
+        Err(e) => return Err(format!("reading the upstream response failed: {e}")),
+    };
+    let mut buf = match response.chunk().await {
+        Ok(None) => return Ok(first),
+        Ok(Some(second)) => {
+            let mut b = bytes::BytesMut::with_capacity(first.len() + second.len());
+            b.extend_from_slice(&first);
+            b.extend_from_slice(&second);
+            b
+        }
+        Err(e) => return Err(format!("reading the upstream response failed: {e}")),
+    };
     loop {
         match response.chunk().await {
             Ok(Some(c)) => {
