@@ -51,6 +51,8 @@ struct Call<'a> {
 enum Outcome {
     /// Give this error to the client now.
     Final(GatewayError),
+    /// This binding cannot express the request (a 400 if no binding can).
+    Untranslatable(GatewayError),
     /// Try the next key or binding (recording the failure on the breaker).
     Retry(GatewayError, Failure),
 }
@@ -291,12 +293,17 @@ impl Gateway {
         let mut failures: Vec<(&str, &str, FailureClass)> = Vec::new();
         let mut reopens: Option<i64> = None;
         let mut last: Option<(GatewayError, &plan::Attempt)> = None;
+        let mut untranslatable: Option<GatewayError> = None;
         for attempt in attempts.iter().take(MAX_ATTEMPTS) {
             let left = deadline
                 .saturating_duration_since(Instant::now())
                 .min(attempt.host.timeout);
             if left.is_zero() {
                 break;
+            }
+            // A half-open key is tried by one request only, across replicas.
+            if attempt.probe && !self.breakers.claim_probe(&attempt.key.fingerprint).await {
+                continue;
             }
             match self.attempt(&call, attempt, left, &mut limit).await {
                 Ok(reply) => {
@@ -307,6 +314,10 @@ impl Gateway {
                     return Ok(reply);
                 }
                 Err(Outcome::Final(err)) => return Err(err),
+                Err(Outcome::Untranslatable(err)) => {
+                    // Another binding (another adapter) may still serve it.
+                    untranslatable.get_or_insert(err);
+                }
                 Err(Outcome::Retry(err, failure)) => {
                     tracing::warn!(
                         host = %attempt.host.name, key = %attempt.key.name, class = failure.class.as_str(),
@@ -330,8 +341,12 @@ impl Gateway {
                 }
             }
         }
-        // Nothing left. Key faults mean the pool is exhausted (the seed's
-        // 503); an unhealthy upstream's own error is more useful as is.
+        // Nothing left. No binding could express the request: that 400.
+        if let (None, Some(err)) = (&last, untranslatable) {
+            return Err(err);
+        }
+        // Key faults mean the pool is exhausted (the seed's 503); an
+        // unhealthy upstream's own error is more useful as is.
         let key_faults = failures.last().is_some_and(|(_, _, c)| c.is_key_fault());
         let (err, attempt) = match last {
             Some((err, attempt)) if !key_faults => (err, Some(attempt)),
@@ -390,7 +405,9 @@ impl Gateway {
         let client = call.endpoint.protocol();
         let adapter = Protocol::from(binding.adapter);
         let final_err = Outcome::Final;
-        let translation = self.translation(call, binding).map_err(final_err)?;
+        let translation = self
+            .translation(call, binding)
+            .map_err(Outcome::Untranslatable)?;
 
         // The upstream body: the client's, with the model renamed; OpenAI
         // streams always ask for usage (the chunk is dropped again for

@@ -18,6 +18,9 @@ pub struct Attempt<'s> {
     pub key: &'s HostKey,
     /// The key's breaker record when it had one (so a success clears it).
     pub record: Option<BreakerRecord>,
+    /// The key is half-open: the attempt must claim the single probe first
+    /// (claimed only when the attempt is actually made).
+    pub probe: bool,
 }
 
 /// Why a call has nothing to try.
@@ -126,25 +129,24 @@ pub async fn plan<'s>(
         for i in selection_order(host, breakers).await {
             let key = &host.keys[i];
             let rec = recs[i].clone();
-            let ok = match rec.as_ref().map(|r| r.health(now)) {
-                None | Some(Health::Closed) => true,
+            let probe = match rec.as_ref().map(|r| r.health(now)) {
+                None | Some(Health::Closed) => false,
                 Some(Health::Open { until_ms }) => {
                     reopens = Some(reopens.map_or(until_ms, |r| r.min(until_ms)));
-                    false
+                    continue;
                 }
                 // Cooldown passed: one request, on any replica, probes it.
-                Some(Health::HalfOpen) => breakers.claim_probe(&key.fingerprint).await,
+                Some(Health::HalfOpen) => true,
             };
-            if ok {
-                usable.push(Attempt {
-                    binding,
-                    host,
-                    key,
-                    record: rec,
-                });
-                if usable.len() >= host.max_keys_per_request {
-                    break;
-                }
+            usable.push(Attempt {
+                binding,
+                host,
+                key,
+                record: rec,
+                probe,
+            });
+            if usable.len() >= host.max_keys_per_request {
+                break;
             }
         }
         attempts.extend(usable);

@@ -750,3 +750,60 @@ async fn concurrency_and_token_limits_answer_429_in_the_callers_protocol_in_proc
 async fn concurrency_and_token_limits_answer_429_in_the_callers_protocol_with_redis() {
     concurrency_and_token_limits_answer_429_in_the_callers_protocol(Some(redis_url())).await;
 }
+
+#[tokio::test]
+async fn a_binding_that_cannot_express_the_request_is_skipped_for_one_that_can() {
+    let mock = MockUpstream::start().await;
+    let base = mock.base_url();
+    let yaml = format!(
+        "kind: Host\nname: ant\nbase_url: {base}\nkeys: [{{name: k, env: RELAY_TEST_A}}]\n---\n\
+         kind: Host\nname: oai\nbase_url: {base}\nkeys: [{{name: k, env: RELAY_TEST_O}}]\n---\n\
+         kind: Model\nname: m\n---\n\
+         kind: Binding\nname: m-ant\nmodel: m\nhost: ant\nadapter: anthropic\nupstream: up-ant\npriority: 0\n---\n\
+         kind: Binding\nname: m-oai\nmodel: m\nhost: oai\nadapter: openai\nupstream: up-oai\npriority: 1\n---\n\
+         kind: Policy\nname: default\nmodels: [\"*\"]\n"
+    );
+    let cfg = TempConfig::new(&[("all.yaml", &yaml)]);
+    let (_, key) = mint_key(&cfg.data_dir(), &Db::Sqlite, "default");
+    let relay = RelayBuilder::new(&cfg.dir(), &cfg.data_dir())
+        .env("RELAY_TEST_A", "sk-a")
+        .env("RELAY_TEST_O", "sk-o")
+        .start();
+    // `n: 2` has no Anthropic equivalent: the openai binding serves it.
+    let body = json!({"model": "m", "n": 2, "messages": [{"role": "user", "content": "hi"}]});
+    let r = relay
+        .http
+        .post(relay.data("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(mock.requests().last().unwrap().body["model"], "up-oai");
+    // Without the openai binding it is the translation's 400.
+    cfg.write(
+        "all.yaml",
+        &yaml.replace("priority: 1", "priority: 1\nenabled: false"),
+    );
+    let t = Instant::now();
+    loop {
+        let r = relay
+            .http
+            .post(relay.data("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 400 {
+            assert!(r.text().await.unwrap().contains("`n`"));
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "config change not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
