@@ -125,7 +125,12 @@ impl Pool {
     }
 
     async fn call_with(&self, text: &str) -> reqwest::Response {
-        let body = json!({"model": "m", "messages": [{"role": "user", "content": text}]});
+        self.chat(json!({"model": "m", "messages": [{"role": "user", "content": text}]}))
+            .await
+    }
+
+    /// `POST /v1/chat/completions` with this pool's relay key.
+    async fn chat(&self, body: Value) -> reqwest::Response {
         self.relay
             .http
             .post(self.relay.data("/v1/chat/completions"))
@@ -315,15 +320,7 @@ async fn no_retry_once_streaming_began() {
     })
     .await;
     let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "[[fault:break-stream]]"}]});
-    let r = p
-        .relay
-        .http
-        .post(p.relay.data("/v1/chat/completions"))
-        .bearer_auth(&p.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = p.chat(body).await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(
@@ -346,15 +343,7 @@ async fn a_stream_that_fails_before_its_first_byte_is_retried() {
     .await;
     let body =
         json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hello"}]});
-    let r = p
-        .relay
-        .http
-        .post(p.relay.data("/v1/chat/completions"))
-        .bearer_auth(&p.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = p.chat(body).await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("[DONE]"));
     assert_eq!(p.hits("b"), 1);
@@ -408,14 +397,7 @@ async fn reset_clears_breakers_through_api_and_cli() {
     .await;
     assert_eq!(p.call().await.status(), 200);
     assert_eq!(p.breaker("bad").await["state"], "open");
-    let r = p
-        .relay
-        .http
-        .post(p.relay.control("/api/breakers/reset"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = p.relay.admin_post("/api/breakers/reset").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["cleared"], 1);
     assert_eq!(p.breaker("bad").await["state"], "closed");
@@ -552,12 +534,8 @@ async fn replicas_share_breakers_rate_limits_and_key_state() {
     // Disabled through A's admin API: B refuses it within a second.
     let r = a
         .relay
-        .http
-        .post(a.relay.control(&format!("/api/keys/{}/disable", a.key_id)))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .admin_post(&format!("/api/keys/{}/disable", a.key_id))
+        .await;
     assert_eq!(r.status(), 200);
     let t = Instant::now();
     loop {
@@ -607,15 +585,7 @@ async fn concurrency_and_token_limits_answer_429_in_the_callers_protocol(
     // Tokens: a request reserving more than the minute's budget is refused.
     let big =
         json!({"model": "m", "max_tokens": 5000, "messages": [{"role": "user", "content": "x"}]});
-    let r = p
-        .relay
-        .http
-        .post(p.relay.data("/v1/chat/completions"))
-        .bearer_auth(&p.key)
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
+    let r = p.chat(big).await;
     assert_eq!(r.status(), 429);
     assert!(r.text().await.unwrap().contains("tokens_per_minute"));
 }

@@ -717,12 +717,8 @@ async fn key_lifecycle(db: Db) {
     // Enabled again through the admin API (takes effect at once).
     let r = s
         .relay
-        .http
-        .post(s.relay.control(&format!("/api/keys/{}/enable", s.key_id)))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .admin_post(&format!("/api/keys/{}/enable", s.key_id))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(ok().await, 200);
     // Listing never shows plaintext or hashes; last use is recorded.
@@ -733,22 +729,14 @@ async fn key_lifecycle(db: Db) {
     // Deleted: unknown from then on.
     let r = s
         .relay
-        .http
-        .delete(s.relay.control(&format!("/api/keys/{}", s.key_id)))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .admin_delete(&format!("/api/keys/{}", s.key_id))
+        .await;
     assert_eq!(r.status(), 204);
     assert_eq!(ok().await, 401);
     let r = s
         .relay
-        .http
-        .delete(s.relay.control(&format!("/api/keys/{}", s.key_id)))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .admin_delete(&format!("/api/keys/{}", s.key_id))
+        .await;
     assert_eq!(r.status(), 404);
 }
 
@@ -817,14 +805,7 @@ async fn admin_api_mints_keys_once_and_validates_input() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let r = s
-        .relay
-        .http
-        .post(s.relay.control("/api/keys/key_nope/disable"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = s.relay.admin_post("/api/keys/key_nope/disable").await;
     assert_eq!(r.status(), 404);
 }
 
@@ -894,12 +875,8 @@ async fn a_key_disabled_on_one_replica_is_refused_by_another_within_a_second() {
     assert_eq!(call_b().await, 200);
     let r = a
         .relay
-        .http
-        .post(a.relay.control(&format!("/api/keys/{}/disable", a.key_id)))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .admin_post(&format!("/api/keys/{}/disable", a.key_id))
+        .await;
     assert_eq!(r.status(), 200);
     let t = Instant::now();
     while call_b().await != 401 {

@@ -235,13 +235,7 @@ async fn sighup_and_the_admin_endpoint_force_a_reload() {
         .await;
     assert!(relay.logs().contains("SIGHUP"));
 
-    let r = relay
-        .http
-        .post(relay.control("/api/config/reload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = relay.admin_post("/api/config/reload").await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["outcome"], "applied");
@@ -254,13 +248,7 @@ async fn sighup_and_the_admin_endpoint_force_a_reload() {
     )
     .unwrap();
     // Reload explicitly (the watcher may also fire; either way it is rejected).
-    let r = relay
-        .http
-        .post(relay.control("/api/config/reload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = relay.admin_post("/api/config/reload").await;
     assert_eq!(r.status(), 422);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["outcome"], "rejected");

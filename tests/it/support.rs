@@ -237,6 +237,26 @@ impl Relay {
         r.json().await.unwrap()
     }
 
+    /// POST on the control plane with the admin token (no body).
+    pub async fn admin_post(&self, path: &str) -> reqwest::Response {
+        self.http
+            .post(self.control(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// DELETE on the control plane with the admin token.
+    pub async fn admin_delete(&self, path: &str) -> reqwest::Response {
+        self.http
+            .delete(self.control(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn status(&self) -> serde_json::Value {
         self.admin_get("/api/config/status").await
     }
@@ -556,15 +576,10 @@ impl Stack {
 
     /// Clears every breaker (tests that inject key faults one after another).
     pub async fn reset_breakers(&self) {
-        let r = self
-            .relay
-            .http
-            .post(self.relay.control("/api/breakers/reset"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(
+            self.relay.admin_post("/api/breakers/reset").await.status(),
+            200
+        );
     }
 
     pub async fn post(
