@@ -7,6 +7,7 @@ pub mod adapters;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod gateway;
 pub mod http;
 pub mod secrets;

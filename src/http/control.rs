@@ -22,8 +22,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/keys/{id}/disable", post(disable_key))
         .route("/api/keys/{id}/enable", post(enable_key))
         .route("/api/usage", get(usage))
+        .route("/api/usage/series", get(usage_series))
         .route("/api/breakers", get(list_breakers))
         .route("/api/breakers/reset", post(reset_breakers))
+        .merge(crate::dashboard::routes())
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::NotFound(format!("no control-plane route for {}", uri.path()))
         })
@@ -184,6 +186,41 @@ async fn usage(
     Ok(Json(json!({ "totals": totals, "records": records })))
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeriesQuery {
+    #[serde(default)]
+    bucket: crate::store::Bucket,
+    from: Option<i64>,
+    to: Option<i64>,
+    key_id: Option<String>,
+    model: Option<String>,
+}
+
+/// `GET /api/usage/series?bucket=hour|day&from=&to=&key_id=&model=`: usage
+/// per UTC-aligned bucket, empty buckets included (any signed-in user).
+async fn usage_series(
+    _: crate::http::session::Principal,
+    State(state): State<AppState>,
+    q: Result<Query<SeriesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{}; expected bucket=hour|day, from/to in Unix milliseconds, key_id, model",
+            e.body_text()
+        ))
+    })?;
+    let query = crate::store::UsageQuery {
+        key_id: q.key_id,
+        model: q.model,
+        from: q.from,
+        to: q.to,
+        limit: None,
+    };
+    let points = state.store.usage_series(q.bucket, &query).await?;
+    Ok(Json(json!({ "bucket": q.bucket, "points": points })))
+}
+
 /// `GET /api/breakers`: every configured host key with its breaker state
 /// (by key name; never values), plus records of keys no longer configured.
 async fn list_breakers(
@@ -193,7 +230,34 @@ async fn list_breakers(
     Ok(Json(breaker_report(&state).await))
 }
 
-pub async fn breaker_report(state: &AppState) -> serde_json::Value {
+/// Every configured host key's breaker, as the admin API and the dashboard
+/// show it (key names only, never values).
+#[derive(Debug, serde::Serialize)]
+pub struct BreakerReport {
+    /// `memory` or `redis`.
+    pub backend: &'static str,
+    pub keys: Vec<KeyBreaker>,
+    /// Breaker records whose key is no longer in config (they expire).
+    pub records_of_unconfigured_keys: usize,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct KeyBreaker {
+    pub host: String,
+    pub key: String,
+    /// `closed`, `open`, `half_open`, or `unavailable` (no value to use).
+    pub state: &'static str,
+    /// Why an `unavailable` key is out of the pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub class: Option<&'static str>,
+    /// Unix milliseconds when an open breaker lets a probe through.
+    pub open_until: Option<i64>,
+    pub failures: u32,
+    pub trips: u32,
+}
+
+pub async fn breaker_report(state: &AppState) -> BreakerReport {
     use crate::upstream::breaker::Health;
     let snap = state.config.snapshot();
     let records = state.breakers.list().await;
@@ -212,29 +276,39 @@ pub async fn breaker_report(state: &AppState) -> serde_json::Value {
                 Some(Health::Open { until_ms }) => ("open", Some(until_ms)),
                 Some(Health::HalfOpen) => ("half_open", None),
             };
-            keys.push(json!({
-                "host": host.name,
-                "key": k.name,
-                "state": st,
-                "class": rec.map(|r| r.class.as_str()),
-                "open_until": until,
-                "failures": rec.map_or(0, |r| r.failures),
-                "trips": rec.map_or(0, |r| r.trips),
-            }));
+            keys.push(KeyBreaker {
+                host: host.name.clone(),
+                key: k.name.clone(),
+                state: st,
+                reason: None,
+                class: rec.map(|r| r.class.as_str()),
+                open_until: until,
+                failures: rec.map_or(0, |r| r.failures),
+                trips: rec.map_or(0, |r| r.trips),
+            });
         }
         for k in &host.unavailable_keys {
-            keys.push(json!({"host": host.name, "key": k.name, "state": "unavailable", "reason": k.reason}));
+            keys.push(KeyBreaker {
+                host: host.name.clone(),
+                key: k.name.clone(),
+                state: "unavailable",
+                reason: Some(k.reason.clone()),
+                class: None,
+                open_until: None,
+                failures: 0,
+                trips: 0,
+            });
         }
     }
     let stale = records
         .iter()
         .filter(|(fp, _)| !seen.contains(fp.as_str()))
         .count();
-    json!({
-        "backend": state.breakers.state().name(),
-        "keys": keys,
-        "records_of_unconfigured_keys": stale,
-    })
+    BreakerReport {
+        backend: state.breakers.state().name(),
+        keys,
+        records_of_unconfigured_keys: stale,
+    }
 }
 
 #[derive(serde::Deserialize, Default)]

@@ -16,7 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
 pub use keys::{KeyRow, NewKey};
-pub use usage::{UsageQuery, UsageRow, UsageTotals};
+pub use usage::{Bucket, UsagePoint, UsageQuery, UsageRow, UsageTotals, MAX_BUCKETS};
 
 /// File name of the embedded database inside `RELAY_DATA_DIR`.
 pub const SQLITE_FILE: &str = "relay.db";

@@ -46,6 +46,48 @@ pub struct UsageTotals {
     pub cost_usd: f64,
 }
 
+/// Width of one bucket of a usage series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bucket {
+    #[default]
+    Hour,
+    Day,
+}
+
+impl Bucket {
+    pub fn millis(self) -> i64 {
+        match self {
+            Bucket::Hour => 3_600_000,
+            Bucket::Day => 86_400_000,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bucket::Hour => "hour",
+            Bucket::Day => "day",
+        }
+    }
+}
+
+/// Most buckets one series may span (a year of hours would be 8,760).
+pub const MAX_BUCKETS: i64 = 2_000;
+
+/// One bucket of a usage series: the calls whose `at` falls in
+/// `[start, start + bucket)` (UTC-aligned).
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow, PartialEq)]
+pub struct UsagePoint {
+    /// Unix milliseconds, a multiple of the bucket width.
+    pub start: i64,
+    pub requests: i64,
+    /// Calls answered with a status of 400 or more.
+    pub errors: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
+}
+
 const COLUMNS: &str =
     "at, request_id, key_id, model, binding, host, status, latency_ms, input_tokens, \
                        output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, streamed";
@@ -123,5 +165,59 @@ impl Store {
             Self::usage_filter(&mut qb, q);
             qb.build_query_as::<UsageTotals>().fetch_one(p).await
         })?)
+    }
+
+    /// Usage per bucket over `[from, to)`, every bucket present (empty ones
+    /// as zeros), oldest first. `from` is rounded down to a bucket boundary;
+    /// the range is cut to its last [`MAX_BUCKETS`] buckets.
+    pub async fn usage_series(
+        &self,
+        bucket: Bucket,
+        q: &UsageQuery,
+    ) -> Result<Vec<UsagePoint>, StoreError> {
+        let width = bucket.millis();
+        let to = q.to.unwrap_or_else(super::now_ms);
+        let from = q.from.unwrap_or(to - 24 * width);
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let last = (to - 1).div_euclid(width) * width;
+        let first = from.div_euclid(width) * width;
+        let first = first.max(last - (MAX_BUCKETS - 1) * width);
+        let range = UsageQuery {
+            from: Some(first.max(from)),
+            to: Some(to),
+            ..q.clone()
+        };
+        // Integer division buckets the same way in SQLite and PostgreSQL
+        // (`at` is a BIGINT of milliseconds); `GROUP BY 1` avoids repeating
+        // the expression with a second placeholder.
+        let rows: Vec<UsagePoint> = with_pool!(self, p => {
+            let mut qb = QueryBuilder::new("SELECT CAST((at / ");
+            qb.push_bind(width).push(") * ").push_bind(width).push(
+                " AS BIGINT) AS start, COUNT(*) AS requests, \
+                 CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
+                 CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
+                 CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
+                 CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd FROM usage_records",
+            );
+            Self::usage_filter(&mut qb, &range);
+            qb.push(" GROUP BY 1 ORDER BY 1");
+            qb.build_query_as::<UsagePoint>().fetch_all(p).await
+        })?;
+        let mut out = Vec::with_capacity(((last - first) / width + 1) as usize);
+        let mut rows = rows.into_iter().peekable();
+        let mut start = first;
+        while start <= last {
+            match rows.peek() {
+                Some(r) if r.start == start => out.extend(rows.next()),
+                _ => out.push(UsagePoint {
+                    start,
+                    ..UsagePoint::default()
+                }),
+            }
+            start += width;
+        }
+        Ok(out)
     }
 }
