@@ -221,3 +221,142 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = 3_600_000;
+    const T0: i64 = 3_000 * HOUR;
+
+    fn row(at: i64, model: &str, status: i32, tokens: i64, cost: f64) -> UsageRow {
+        UsageRow {
+            at,
+            request_id: format!("req-{at}-{model}"),
+            key_id: Some("k1".into()),
+            model: model.into(),
+            status,
+            input_tokens: tokens,
+            output_tokens: tokens * 2,
+            cost_usd: cost,
+            ..UsageRow::default()
+        }
+    }
+
+    async fn series_are_bucketed(store: &Store) {
+        store
+            .insert_usage(&[
+                row(T0 + 1, "a", 200, 10, 0.5),
+                row(T0 + HOUR - 1, "a", 200, 5, 0.25),
+                row(T0 + 2 * HOUR + 7, "a", 502, 0, 0.0),
+                row(T0 + 2 * HOUR + 9, "b", 200, 100, 1.0),
+                row(T0 + 3 * HOUR, "a", 200, 1, 0.0), // at `to`: excluded
+            ])
+            .await
+            .unwrap();
+        let q = UsageQuery {
+            from: Some(T0),
+            to: Some(T0 + 3 * HOUR),
+            ..UsageQuery::default()
+        };
+        let s = store.usage_series(Bucket::Hour, &q).await.unwrap();
+        let starts: Vec<i64> = s.iter().map(|p| p.start).collect();
+        assert_eq!(starts, [T0, T0 + HOUR, T0 + 2 * HOUR]);
+        let requests: Vec<i64> = s.iter().map(|p| p.requests).collect();
+        assert_eq!(requests, [2, 0, 2], "empty buckets are zeros: {s:?}");
+        assert_eq!(s[0].input_tokens, 15);
+        assert_eq!(s[0].output_tokens, 30);
+        assert!((s[0].cost_usd - 0.75).abs() < 1e-9);
+        assert_eq!(s[2].errors, 1);
+
+        let only_a = UsageQuery {
+            model: Some("a".into()),
+            ..q.clone()
+        };
+        let s = store.usage_series(Bucket::Hour, &only_a).await.unwrap();
+        assert_eq!(s.iter().map(|p| p.requests).collect::<Vec<_>>(), [2, 0, 1]);
+
+        let other_key = UsageQuery {
+            key_id: Some("k2".into()),
+            ..q.clone()
+        };
+        let s = store.usage_series(Bucket::Hour, &other_key).await.unwrap();
+        assert!(s.iter().all(|p| p.requests == 0));
+
+        // Days are UTC-aligned; T0 (3,000 h) is exactly day 125.
+        let s = store.usage_series(Bucket::Day, &q).await.unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].start, 125 * 24 * HOUR);
+        assert_eq!(s[0].requests, 4);
+
+        // A from that is not on a boundary keeps its bucket, counted from `from`.
+        let mid = UsageQuery {
+            from: Some(T0 + 30 * 60_000),
+            ..q.clone()
+        };
+        let s = store.usage_series(Bucket::Hour, &mid).await.unwrap();
+        assert_eq!(s[0].start, T0);
+        assert_eq!(s[0].requests, 1);
+
+        // Long ranges keep the latest buckets only.
+        let long = UsageQuery {
+            from: Some(0),
+            to: Some(T0 + 3 * HOUR),
+            ..UsageQuery::default()
+        };
+        let s = store.usage_series(Bucket::Hour, &long).await.unwrap();
+        assert_eq!(s.len() as i64, MAX_BUCKETS);
+        assert_eq!(s.last().unwrap().start, T0 + 2 * HOUR);
+        assert_eq!(s.iter().map(|p| p.requests).sum::<i64>(), 4);
+
+        let empty = UsageQuery {
+            from: Some(T0),
+            to: Some(T0),
+            ..UsageQuery::default()
+        };
+        assert!(store
+            .usage_series(Bucket::Hour, &empty)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn usage_series_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(None, dir.path()).await.unwrap();
+        series_are_bucketed(&store).await;
+    }
+
+    /// Needs the PostgreSQL that `ci/services.sh` starts; fails (never
+    /// skips) without it.
+    #[tokio::test]
+    async fn usage_series_on_postgres() {
+        use sqlx::Executor;
+        let admin_url = std::env::var("RELAY_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let admin = sqlx::PgPool::connect(&admin_url)
+            .await
+            .expect("PostgreSQL is required (ci/services.sh starts it)");
+        let name = format!(
+            "relay_u_{}_{}",
+            std::process::id(),
+            super::super::now_ms() % 1_000_000_000
+        );
+        // Identifiers cannot be bound; `name` is built from numbers above.
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+        let store = Store::open(Some(&url), std::path::Path::new("/nonexistent"))
+            .await
+            .unwrap();
+        series_are_bucketed(&store).await;
+        store.close().await;
+        admin
+            .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+            .await
+            .unwrap();
+    }
+}

@@ -2,8 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod browser;
 mod cli;
 mod config_fixtures;
+mod dashboard;
 mod failover;
 mod mock_selftest;
 #[path = "../common/mock_upstream.rs"]
