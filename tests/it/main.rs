@@ -4,6 +4,7 @@
 
 mod cli;
 mod config_fixtures;
+mod control;
 mod failover;
 mod mock_selftest;
 #[path = "../common/mock_upstream.rs"]
