@@ -316,7 +316,7 @@ async fn failed_logins_are_rate_limited() {
     assert_eq!(r.headers()[LOCATION], "/login?error=rate_limited&next=%2F");
     // Other users are not locked out by alice's failures.
     login(&relay, "victor", "victor-password").await;
-    assert!(relay.logs().contains("too many failed attempts"));
+    relay.wait_log("too many failed attempts");
 }
 
 /// Sessions live in PostgreSQL too, and the cookie is `Secure` by default
