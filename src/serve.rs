@@ -132,6 +132,11 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     let (usage, usage_writer) = usage::spawn_writer(store.clone(), background.clone());
     let reloader = watch::spawn(handle.clone(), shutdown.clone());
     let gateway = Arc::new(Gateway::new(handle.clone(), keys, breakers.clone(), usage));
+    let budgets =
+        gateway
+            .budgets
+            .clone()
+            .spawn_refresher(store.clone(), handle.clone(), background.clone());
     let state = AppState {
         config: handle,
         reloader,
@@ -193,6 +198,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     background.cancel();
     let _ = usage_writer.await;
     let _ = refresher.await;
+    let _ = budgets.await;
     store.close().await;
     tracing::info!("stopped");
     result

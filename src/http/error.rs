@@ -122,7 +122,8 @@ pub fn render_gateway_error(client: Protocol, err: GatewayError) -> Response {
     );
     // Tell clients (and SDKs, which honour it) when trying again can work.
     let wait_ms = match &err {
-        GatewayError::RateLimited { retry_after_ms, .. } => Some(*retry_after_ms),
+        GatewayError::RateLimited { retry_after_ms, .. }
+        | GatewayError::BudgetExceeded { retry_after_ms, .. } => Some(*retry_after_ms),
         GatewayError::NoHealthyKeys { retry_after_ms, .. } => *retry_after_ms,
         _ => None,
     };

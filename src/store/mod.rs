@@ -6,6 +6,7 @@
 
 mod keys;
 mod sessions;
+mod spend;
 mod usage;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use keys::{KeyRow, NewKey};
 pub use sessions::SessionRow;
+pub use spend::KeySpend;
 pub use usage::{UsageQuery, UsageRow, UsageTotals};
 
 /// File name of the embedded database inside `RELAY_DATA_DIR`.
