@@ -28,6 +28,9 @@ pub struct ServeSettings {
     pub control_port: Option<u16>,
     pub master_key: Option<Secret>,
     pub admin_token: Option<Secret>,
+    /// `Secure` on the session cookie; unset means on, except in embedded
+    /// mode (no database URL), which is for plain-HTTP local use.
+    pub cookie_secure: Option<bool>,
     /// `postgres://…`; unset means SQLite in `data_dir`.
     pub database_url: Option<Secret>,
     /// `redis://…`; unset means in-process state.
@@ -42,6 +45,8 @@ pub enum ServeError {
     Config(String),
     #[error("master key: {0}")]
     MasterKey(String),
+    #[error("dashboard credentials: {0}")]
+    FirstBoot(#[from] crate::auth::password::FirstBootError),
     #[error("runtime store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("state backend: {0}")]
@@ -94,7 +99,19 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
         tracing::warn!("{w}");
     }
     tracing::info!(revision = %snap.revision, dir = %settings.config_dir.display(), "config loaded");
+    let generated_admin = match settings.control_port {
+        Some(_) => {
+            http::session::first_boot(&settings.data_dir, settings.admin_token.as_ref(), &snap)?
+        }
+        None => None,
+    };
     drop(snap);
+    let cookie_secure = settings
+        .cookie_secure
+        .unwrap_or(settings.database_url.is_some());
+    if !cookie_secure {
+        tracing::info!("dashboard session cookie is not marked Secure (RELAY_COOKIE_SECURE=false or embedded mode); serve the control plane over TLS in production");
+    }
 
     let store = Store::open(
         settings.database_url.as_ref().map(|u| u.expose()),
@@ -115,10 +132,19 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     let (usage, usage_writer) = usage::spawn_writer(store.clone(), background.clone());
     let reloader = watch::spawn(handle.clone(), shutdown.clone());
     let gateway = Arc::new(Gateway::new(handle.clone(), keys, breakers.clone(), usage));
+    let budgets =
+        gateway
+            .budgets
+            .clone()
+            .spawn_refresher(store.clone(), handle.clone(), background.clone());
     let state = AppState {
         config: handle,
         reloader,
-        admin_token: settings.admin_token.map(Arc::new),
+        auth: Arc::new(http::session::ControlAuth::new(
+            settings.admin_token,
+            cookie_secure,
+            generated_admin,
+        )),
         gateway,
         store: store.clone(),
         breakers,
@@ -172,6 +198,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     background.cancel();
     let _ = usage_writer.await;
     let _ = refresher.await;
+    let _ = budgets.await;
     store.close().await;
     tracing::info!("stopped");
     result
@@ -193,9 +220,14 @@ async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    // Connect info (one extension per connection): login rate limiting
+    // counts failures per client address.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }
 
 async fn shutdown_signal() {

@@ -1,9 +1,10 @@
-//! Relay keys: format, the in-memory key table, and the checks a request
-//! passes before it is routed.
+//! Relay keys (format, the in-memory key table, and the checks a request
+//! passes before it is routed) and dashboard passwords.
 
 pub mod cache;
 pub mod key;
 pub mod manage;
+pub mod password;
 
 use std::sync::Arc;
 

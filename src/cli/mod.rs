@@ -6,6 +6,7 @@ mod keys;
 mod schema;
 mod secret;
 mod serve;
+mod user;
 mod validate;
 
 use std::path::PathBuf;
@@ -60,6 +61,9 @@ pub enum Command {
     /// Inspect or clear circuit-breaker state.
     #[command(subcommand)]
     Breakers(breakers::BreakersCommand),
+    /// Dashboard users (defined in config as `kind: User`).
+    #[command(subcommand)]
+    User(user::UserCommand),
 }
 
 /// Shared flag: where the config lives.
@@ -117,6 +121,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Migrate(args) => keys::migrate(args),
         Command::Breakers(cmd) => breakers::run(cmd),
+        Command::User(cmd) => user::run(cmd),
     }
 }
 

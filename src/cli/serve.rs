@@ -30,6 +30,11 @@ pub struct ServeArgs {
     /// Bearer token granting admin access to the control plane.
     #[arg(long, env = "RELAY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Mark the dashboard session cookie `Secure` (browsers then send it
+    /// only over HTTPS). Default: true, or false in embedded mode (no
+    /// RELAY_DATABASE_URL). Must be false for plain-HTTP use.
+    #[arg(long, env = "RELAY_COOKIE_SECURE", action = clap::ArgAction::Set)]
+    pub cookie_secure: Option<bool>,
     #[command(flatten)]
     pub database: DatabaseArg,
     #[command(flatten)]
@@ -62,6 +67,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         control_port: args.control_port.0,
         master_key: args.master_key.map(Secret::new),
         admin_token: args.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
+        cookie_secure: args.cookie_secure,
         database_url: args.database.url(),
         state_url: args.state.url(),
     };

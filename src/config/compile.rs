@@ -312,6 +312,21 @@ pub fn compile(
 
     let policies = compile_policies(&docs, &models, &model_names, &model_index, &mut rep);
 
+    for d in &docs.users {
+        if let Some(why) = crate::auth::password::check_phc(&d.spec.password_hash) {
+            let msg = format!(
+                "{why}; generate a hash with `relay user hash-password` and paste the whole line"
+            );
+            rep.at(
+                d,
+                Kind::User,
+                &d.spec.name,
+                "/password_hash",
+                Severity::Error,
+                msg,
+            );
+        }
+    }
     let users = docs
         .users
         .iter()

@@ -50,7 +50,7 @@ pub struct HostSpec {
 }
 
 /// Key selection strategy within a host's pool.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Selection {
     /// Always the first healthy key in list order (the default).
@@ -181,7 +181,7 @@ fn default_weight() -> u32 {
 }
 
 /// Upstream wire protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Adapter {
     /// OpenAI Chat Completions (`Authorization: Bearer`).
@@ -219,7 +219,7 @@ pub struct PolicySpec {
 }
 
 /// Per relay key limits.
-#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
     /// Requests per minute.
@@ -237,7 +237,7 @@ pub struct LimitsSpec {
 }
 
 /// A spend ceiling in USD.
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetSpec {
     /// USD allowed per period.
@@ -248,7 +248,7 @@ pub struct BudgetSpec {
 }
 
 /// Budget reset period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetPeriod {
     Day,
@@ -270,7 +270,7 @@ pub struct UserSpec {
 }
 
 /// Dashboard role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Admin,

@@ -11,6 +11,41 @@ use crate::config::kinds::{BudgetPeriod, Selection};
 use crate::config::snapshot::{KeySource, Pricing, Snapshot};
 use crate::http::{control, AppState};
 
+/// `control::breaker_report`'s JSON, read back into types for rendering.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct Breakers {
+    pub backend: String,
+    pub keys: Vec<KeyBreaker>,
+    #[serde(default)]
+    pub records_of_unconfigured_keys: usize,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct KeyBreaker {
+    pub host: String,
+    pub key: String,
+    /// `closed`, `open`, `half_open` or `unavailable`.
+    pub state: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub class: Option<String>,
+    #[serde(default)]
+    pub open_until: Option<i64>,
+    #[serde(default)]
+    pub failures: u64,
+    #[serde(default)]
+    pub trips: u64,
+}
+
+pub(crate) async fn breakers(state: &AppState) -> Breakers {
+    let report = control::breaker_report(state).await;
+    serde_json::from_value(report).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "breaker report has an unexpected shape");
+        Breakers::default()
+    })
+}
+
 fn anchor(prefix: &str, name: &str) -> String {
     format!("{prefix}-{name}")
 }
@@ -108,8 +143,8 @@ fn source(s: &KeySource) -> Markup {
     }
 }
 
-fn breaker_badge(k: &control::KeyBreaker) -> Markup {
-    match k.state {
+fn breaker_badge(k: &KeyBreaker) -> Markup {
+    match k.state.as_str() {
         "closed" => layout::badge("ok", "closed"),
         "open" => html! {
             (layout::badge("bad", "open"))
@@ -123,7 +158,7 @@ fn breaker_badge(k: &control::KeyBreaker) -> Markup {
 
 pub(crate) async fn hosts(Viewer { principal }: Viewer, State(state): State<AppState>) -> Response {
     let snap = state.config.snapshot();
-    let report = control::breaker_report(&state).await;
+    let report = breakers(&state).await;
     let admin = principal.is_admin();
     let body = html! {
         (layout::config_banner(&snap))
@@ -173,7 +208,7 @@ pub(crate) async fn hosts(Viewer { principal }: Viewer, State(state): State<AppS
                                 td.breaker { (breaker_badge(k)) }
                                 td {
                                     @if let Some(reason) = &k.reason { (reason) }
-                                    @else { (k.class.unwrap_or("")) }
+                                    @else { (k.class.as_deref().unwrap_or("")) }
                                 }
                                 td.num { (k.failures) }
                                 td.num { (k.trips) }

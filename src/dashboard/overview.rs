@@ -6,7 +6,7 @@ use axum::response::Response;
 use maud::html;
 
 use super::{chart, count, layout, usd, Viewer};
-use crate::http::{control, AppState};
+use crate::http::AppState;
 use crate::store::{Bucket, UsageQuery};
 
 const DAY_MS: i64 = 86_400_000;
@@ -27,7 +27,7 @@ pub(crate) async fn page(Viewer { principal }: Viewer, State(state): State<AppSt
         .as_ref()
         .map(|s| s.iter().map(|p| p.errors).sum())
         .unwrap_or(0);
-    let breakers = control::breaker_report(&state).await;
+    let breakers = super::catalog::breakers(&state).await;
     let open = breakers.keys.iter().filter(|k| k.state == "open").count();
     let unavailable = breakers
         .keys

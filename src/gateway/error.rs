@@ -49,6 +49,17 @@ pub enum GatewayError {
         limit: &'static str,
         retry_after_ms: u64,
     },
+    #[error(
+        "relay key has spent its policy `{policy}` budget: ${spent:.4} of ${usd} this {}; it resets in {} h, or raise `budget.usd` in the policy",
+        period_name(*period), retry_after_ms.div_ceil(3_600_000)
+    )]
+    BudgetExceeded {
+        policy: String,
+        usd: f64,
+        spent: f64,
+        period: crate::config::kinds::BudgetPeriod,
+        retry_after_ms: u64,
+    },
     #[error("{0}")]
     Unsupported(String),
     /// `detail` (which may name internal addresses) goes to the log only.
@@ -84,6 +95,15 @@ pub enum GatewayError {
     },
 }
 
+fn period_name(p: crate::config::kinds::BudgetPeriod) -> &'static str {
+    use crate::config::kinds::BudgetPeriod;
+    match p {
+        BudgetPeriod::Day => "day",
+        BudgetPeriod::Week => "week",
+        BudgetPeriod::Month => "month",
+    }
+}
+
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         let code = match self {
@@ -92,7 +112,7 @@ impl GatewayError {
             GatewayError::NotGranted { .. } | GatewayError::PolicyMissing { .. } => 403,
             GatewayError::UnknownModel { .. } | GatewayError::NoBinding { .. } => 404,
             GatewayError::NoHealthyKeys { .. } => 503,
-            GatewayError::RateLimited { .. } => 429,
+            GatewayError::RateLimited { .. } | GatewayError::BudgetExceeded { .. } => 429,
             GatewayError::Unsupported(_) => 501,
             GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamKeyRejected { .. }
@@ -114,6 +134,7 @@ impl GatewayError {
             GatewayError::NoBinding { .. } => "model_not_routable",
             GatewayError::NoHealthyKeys { .. } => "no_healthy_keys",
             GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::BudgetExceeded { .. } => "budget_exceeded",
             GatewayError::Unsupported(_) => "unsupported",
             GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",

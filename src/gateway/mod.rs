@@ -6,6 +6,7 @@
 //! and returns a `Reply` or a `GatewayError`; `http` turns those into
 //! responses.
 
+pub mod budget;
 mod error;
 mod limits;
 mod plan;
@@ -92,6 +93,7 @@ pub struct Gateway {
     pub breakers: Breakers,
     upstreams: Upstreams,
     usage: UsageSink,
+    pub budgets: Arc<budget::Budgets>,
 }
 
 /// Everything needed to record one call's usage, whenever it ends.
@@ -166,6 +168,7 @@ impl Gateway {
             breakers,
             upstreams: Upstreams::default(),
             usage,
+            budgets: Arc::default(),
         }
     }
 
@@ -245,6 +248,9 @@ impl Gateway {
                 .flag("stream")
                 .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         let model = Self::resolve(&snap, &key, &requested)?;
+        if let Some(policy) = snap.policy(&key.policy) {
+            self.budgets.check(policy, &key.id, now_ms())?;
+        }
         let admission = self.admission(&snap, &key, &obj, body.len());
 
         let call = Call {

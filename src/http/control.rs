@@ -1,20 +1,26 @@
-//! Control plane: `/version` (public) and the admin API.
+//! Control plane: `/version` (public), login/logout, and the admin API.
+//! Reads need any signed-in principal; changes need the admin role.
 
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
 use super::error::ApiError;
+use super::session::{self, AdminOnly, Principal};
 use super::AppState;
 use crate::config::ReloadOutcome;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/version", get(version))
+        .route("/login", post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/api/session", get(session::whoami))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/config", get(config_view))
         .route("/api/config/status", get(config_status))
         .route("/api/config/reload", post(config_reload))
         .route("/api/keys", post(create_key).get(list_keys))
@@ -32,6 +38,28 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The admin API's OpenAPI 3.1 document (kept in `openapi.json` beside
+/// this file; a test checks it lists every route).
+async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+}
+
+/// `GET /api/config`: the live snapshot, every kind, with breaker health per
+/// host key; never a secret value or password hash.
+async fn config_view(_: Principal, State(state): State<AppState>) -> impl IntoResponse {
+    let snap = state.config.snapshot();
+    let records = state.breakers.list().await;
+    Json(super::config_view::render(
+        &snap,
+        &state.config.status(),
+        &records,
+        crate::store::now_ms(),
+    ))
+}
+
 async fn version(State(state): State<AppState>) -> Json<serde_json::Value> {
     let snap = state.config.snapshot();
     Json(json!({
@@ -41,12 +69,12 @@ async fn version(State(state): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn config_status(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
+async fn config_status(_: Principal, State(state): State<AppState>) -> impl IntoResponse {
     Json(state.config.status())
 }
 
 async fn config_reload(
-    _: Admin,
+    _: AdminOnly,
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
     let outcome = state.reloader.reload().await.ok_or_else(|| {
@@ -71,7 +99,7 @@ struct CreateKey {
 }
 
 async fn create_key(
-    _: Admin,
+    _: AdminOnly,
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -126,7 +154,10 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn list_keys(_: Admin, State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+async fn list_keys(
+    _: Principal,
+    State(state): State<AppState>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(json!({ "keys": state.store.list_keys().await? })))
 }
 
@@ -146,7 +177,7 @@ async fn set_enabled(
 }
 
 async fn disable_key(
-    _: Admin,
+    _: AdminOnly,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -154,7 +185,7 @@ async fn disable_key(
 }
 
 async fn enable_key(
-    _: Admin,
+    _: AdminOnly,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -162,7 +193,7 @@ async fn enable_key(
 }
 
 async fn delete_key(
-    _: Admin,
+    _: AdminOnly,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -177,7 +208,7 @@ async fn delete_key(
 
 /// `GET /api/usage?key_id=&model=&from=&to=&limit=`: records and totals.
 async fn usage(
-    _: Admin,
+    _: Principal,
     State(state): State<AppState>,
     Query(q): Query<crate::store::UsageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -200,7 +231,7 @@ struct SeriesQuery {
 /// `GET /api/usage/series?bucket=hour|day&from=&to=&key_id=&model=`: usage
 /// per UTC-aligned bucket, empty buckets included (any signed-in user).
 async fn usage_series(
-    _: crate::http::session::Principal,
+    _: Principal,
     State(state): State<AppState>,
     q: Result<Query<SeriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -224,41 +255,13 @@ async fn usage_series(
 /// `GET /api/breakers`: every configured host key with its breaker state
 /// (by key name; never values), plus records of keys no longer configured.
 async fn list_breakers(
-    _: Admin,
+    _: Principal,
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(breaker_report(&state).await))
 }
 
-/// Every configured host key's breaker, as the admin API and the dashboard
-/// show it (key names only, never values).
-#[derive(Debug, serde::Serialize)]
-pub struct BreakerReport {
-    /// `memory` or `redis`.
-    pub backend: &'static str,
-    pub keys: Vec<KeyBreaker>,
-    /// Breaker records whose key is no longer in config (they expire).
-    pub records_of_unconfigured_keys: usize,
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct KeyBreaker {
-    pub host: String,
-    pub key: String,
-    /// `closed`, `open`, `half_open`, or `unavailable` (no value to use).
-    pub state: &'static str,
-    /// Why an `unavailable` key is out of the pool.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub class: Option<&'static str>,
-    /// Unix milliseconds when an open breaker lets a probe through.
-    pub open_until: Option<i64>,
-    pub failures: u32,
-    pub trips: u32,
-}
-
-pub async fn breaker_report(state: &AppState) -> BreakerReport {
-    use crate::upstream::breaker::Health;
+pub async fn breaker_report(state: &AppState) -> serde_json::Value {
     let snap = state.config.snapshot();
     let records = state.breakers.list().await;
     let now = crate::store::now_ms();
@@ -266,49 +269,25 @@ pub async fn breaker_report(state: &AppState) -> BreakerReport {
     let mut keys = Vec::new();
     for host in &snap.hosts {
         for k in &host.keys {
-            let rec = records
-                .iter()
-                .find(|(fp, _)| *fp == k.fingerprint)
-                .map(|(_, r)| r);
             seen.insert(k.fingerprint.as_str());
-            let (st, until) = match rec.map(|r| r.health(now)) {
-                None | Some(Health::Closed) => ("closed", None),
-                Some(Health::Open { until_ms }) => ("open", Some(until_ms)),
-                Some(Health::HalfOpen) => ("half_open", None),
-            };
-            keys.push(KeyBreaker {
-                host: host.name.clone(),
-                key: k.name.clone(),
-                state: st,
-                reason: None,
-                class: rec.map(|r| r.class.as_str()),
-                open_until: until,
-                failures: rec.map_or(0, |r| r.failures),
-                trips: rec.map_or(0, |r| r.trips),
-            });
+            let mut entry = super::config_view::key_health(&records, &k.fingerprint, now);
+            entry["host"] = json!(host.name);
+            entry["key"] = json!(k.name);
+            keys.push(entry);
         }
         for k in &host.unavailable_keys {
-            keys.push(KeyBreaker {
-                host: host.name.clone(),
-                key: k.name.clone(),
-                state: "unavailable",
-                reason: Some(k.reason.clone()),
-                class: None,
-                open_until: None,
-                failures: 0,
-                trips: 0,
-            });
+            keys.push(json!({"host": host.name, "key": k.name, "state": "unavailable", "reason": k.reason}));
         }
     }
     let stale = records
         .iter()
         .filter(|(fp, _)| !seen.contains(fp.as_str()))
         .count();
-    BreakerReport {
-        backend: state.breakers.state().name(),
-        keys,
-        records_of_unconfigured_keys: stale,
-    }
+    json!({
+        "backend": state.breakers.state().name(),
+        "keys": keys,
+        "records_of_unconfigured_keys": stale,
+    })
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -320,7 +299,7 @@ struct ResetBreakers {
 
 /// `POST /api/breakers/reset` with an optional `{"host": "…"}`.
 async fn reset_breakers(
-    _: Admin,
+    _: AdminOnly,
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -333,34 +312,4 @@ async fn reset_breakers(
     let cleared = state.breakers.reset(req.host.as_deref()).await;
     tracing::info!(cleared, host = req.host.as_deref(), "breakers reset");
     Ok(Json(json!({ "cleared": cleared })))
-}
-
-/// Extractor that admits only requests bearing `RELAY_ADMIN_TOKEN`.
-pub struct Admin;
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(token) = &state.admin_token else {
-            return Err(ApiError::Unauthorized(
-                "the admin API is disabled: set RELAY_ADMIN_TOKEN and send it as `Authorization: Bearer <token>`",
-            ));
-        };
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match presented {
-            Some(p) if token.ct_eq(p.as_bytes()) => Ok(Admin),
-            Some(_) => Err(ApiError::Unauthorized(
-                "admin token is wrong; use the value of RELAY_ADMIN_TOKEN",
-            )),
-            None => Err(ApiError::Unauthorized(
-                "missing admin credentials: send `Authorization: Bearer <RELAY_ADMIN_TOKEN>`",
-            )),
-        }
-    }
 }

@@ -11,13 +11,17 @@ use crate::gateway::GatewayError;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
-    Unauthorized(&'static str),
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_s: u64 },
     /// Details go to the log; the body stays generic.
     #[error("internal error; see relay's log")]
     Internal(String),
@@ -28,6 +32,8 @@ impl ApiError {
     pub fn kind(&self) -> &'static str {
         match self {
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::TooManyRequests { .. } => "rate_limited",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound(_) => "not_found",
             ApiError::Unavailable(_) => "unavailable",
@@ -38,6 +44,8 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -60,9 +68,16 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = Protocol::OpenAi.error_body(status.as_u16(), &self.to_string(), self.kind());
         let mut resp = json_response(status, body);
-        if matches!(self, ApiError::Unauthorized(_)) {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match &self {
+            ApiError::Unauthorized(_) => {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TooManyRequests { retry_after_s, .. } => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+            }
+            _ => {}
         }
         resp
     }
@@ -107,7 +122,8 @@ pub fn render_gateway_error(client: Protocol, err: GatewayError) -> Response {
     );
     // Tell clients (and SDKs, which honour it) when trying again can work.
     let wait_ms = match &err {
-        GatewayError::RateLimited { retry_after_ms, .. } => Some(*retry_after_ms),
+        GatewayError::RateLimited { retry_after_ms, .. }
+        | GatewayError::BudgetExceeded { retry_after_ms, .. } => Some(*retry_after_ms),
         GatewayError::NoHealthyKeys { retry_after_ms, .. } => *retry_after_ms,
         _ => None,
     };

@@ -1,6 +1,7 @@
 //! The HTTP edge: routers for the data plane and the control plane, and the
 //! one place errors become responses.
 
+pub mod config_view;
 pub mod control;
 pub mod data;
 pub mod error;
@@ -10,7 +11,6 @@ use std::sync::Arc;
 
 use crate::config::{watch::Reloader, ConfigHandle};
 use crate::gateway::Gateway;
-use crate::secrets::Secret;
 use crate::store::Store;
 use crate::upstream::breaker::Breakers;
 
@@ -19,7 +19,7 @@ use crate::upstream::breaker::Breakers;
 pub struct AppState {
     pub config: Arc<ConfigHandle>,
     pub reloader: Reloader,
-    pub admin_token: Option<Arc<Secret>>,
+    pub auth: Arc<session::ControlAuth>,
     pub gateway: Arc<Gateway>,
     pub store: Store,
     pub breakers: Breakers,

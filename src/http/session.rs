@@ -1,22 +1,100 @@
-//! TEMPORARY SHIM (dashboard branch): same signatures as the lead's session
-//! module; bearer token only. Replaced by main's `src/http/session.rs` on merge.
+//! Who is calling the control plane: the admin bearer token, or a dashboard
+//! session cookie made by `POST /login`. Roles come from config on every
+//! request; CSRF is checked for every state-changing request a session
+//! makes; failed logins are rate-limited through the state backend (so the
+//! limit is shared by replicas on Redis).
 
-use axum::extract::FromRequestParts;
-use axum::http::header;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use rand::RngCore;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::auth::password;
 use crate::config::kinds::Role;
+use crate::config::Snapshot;
+use crate::secrets::Secret;
 
 pub const SESSION_COOKIE: &str = "relay_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Form field carrying the CSRF token where a header cannot (logout form).
+pub const CSRF_FIELD: &str = "_csrf";
+/// Sessions end this long after login.
+pub const SESSION_TTL_MS: i64 = 12 * 60 * 60 * 1000;
+/// Failed logins allowed per login name, and per client address, within
+/// `LOGIN_WINDOW_MS`; the next attempt is refused without checking the password.
+pub const LOGIN_FAILURES_PER_NAME: i64 = 5;
+pub const LOGIN_FAILURES_PER_ADDR: i64 = 20;
+pub const LOGIN_WINDOW_MS: u64 = 5 * 60 * 1000;
+/// Password checks running at once: each costs ~20 ms of CPU and 19 MiB,
+/// so a login flood cannot starve the data plane.
+const CONCURRENT_VERIFICATIONS: usize = 2;
 
+/// Control-plane credentials, fixed at start.
+pub struct ControlAuth {
+    admin_token: Option<Secret>,
+    cookie_secure: bool,
+    /// Hash of the admin password generated on a standalone first boot;
+    /// honoured only while config defines no User.
+    generated_admin: Option<Secret>,
+    verifications: Semaphore,
+}
+
+impl ControlAuth {
+    pub fn new(
+        admin_token: Option<Secret>,
+        cookie_secure: bool,
+        generated_admin: Option<Secret>,
+    ) -> Self {
+        ControlAuth {
+            admin_token,
+            cookie_secure,
+            generated_admin,
+            verifications: Semaphore::new(CONCURRENT_VERIFICATIONS),
+        }
+    }
+
+    /// The password hash and role of a login name, as config says now.
+    fn credential(&self, snap: &Snapshot, name: &str) -> Option<(Secret, Role)> {
+        if let Some(u) = snap.users.iter().find(|u| u.name == name) {
+            return Some((u.password_hash.clone(), u.role));
+        }
+        match &self.generated_admin {
+            Some(h) if snap.users.is_empty() && name == password::GENERATED_ADMIN => {
+                Some((h.clone(), Role::Admin))
+            }
+            _ => None,
+        }
+    }
+
+    fn role_of(&self, snap: &Snapshot, name: &str) -> Option<Role> {
+        self.credential(snap, name).map(|(_, role)| role)
+    }
+
+    fn anyone_can_log_in(&self, snap: &Snapshot) -> bool {
+        !snap.users.is_empty() || self.generated_admin.is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
+    /// `Authorization: Bearer $RELAY_ADMIN_TOKEN`.
     Token,
+    /// A dashboard session; `id` is the stored hash, not the cookie value.
     Session { id: String, csrf: String },
 }
 
+/// An authenticated control-plane caller.
+#[derive(Debug, Clone)]
 pub struct Principal {
     pub name: String,
     pub role: Role,
@@ -27,6 +105,7 @@ impl Principal {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
+
     pub fn csrf(&self) -> Option<&str> {
         match &self.via {
             Via::Session { csrf, .. } => Some(csrf),
@@ -35,42 +114,467 @@ impl Principal {
     }
 }
 
+/// Resolves the caller. Page handlers call this to redirect to `/login`
+/// instead of answering 401.
 pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
-    let Some(token) = &state.admin_token else {
-        return Err(ApiError::Unauthorized("not logged in"));
+    let auth = &state.auth;
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let presented = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        return match (&auth.admin_token, presented) {
+            (None, _) => Err(ApiError::Unauthorized(
+                "bearer tokens are not accepted: RELAY_ADMIN_TOKEN is unset; set it, or sign in at /login".into(),
+            )),
+            (Some(token), Some(p)) if token.ct_eq(p.as_bytes()) => Ok(Principal {
+                name: "admin-token".into(),
+                role: Role::Admin,
+                via: Via::Token,
+            }),
+            (Some(_), Some(_)) => Err(ApiError::Unauthorized(
+                "admin token is wrong; use the value of RELAY_ADMIN_TOKEN".into(),
+            )),
+            (Some(_), None) => Err(ApiError::Unauthorized(
+                "malformed Authorization header: send `Authorization: Bearer <RELAY_ADMIN_TOKEN>`".into(),
+            )),
+        };
+    }
+    let Some(cookie) = session_cookie(&parts.headers) else {
+        return Err(ApiError::Unauthorized(
+            "sign in to the dashboard at /login, or send `Authorization: Bearer <RELAY_ADMIN_TOKEN>`".into(),
+        ));
     };
-    let presented = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let id = session_id_hash(cookie);
+    let session = state
+        .store
+        .session(&id, crate::store::now_ms())
+        .await?
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "your session expired or was signed out; sign in again at /login".into(),
+            )
+        })?;
+    let snap = state.config.snapshot();
+    let role = auth.role_of(&snap, &session.user_name).ok_or_else(|| {
+        ApiError::Unauthorized(format!(
+            "user `{}` is no longer defined in config; sign in again as a configured User",
+            session.user_name
+        ))
+    })?;
+    if !is_safe(&parts.method) {
+        check_csrf(
+            parts.headers.get(CSRF_HEADER).map(HeaderValue::as_bytes),
+            &session.csrf,
+        )?;
+    }
+    Ok(Principal {
+        name: session.user_name,
+        role,
+        via: Via::Session {
+            id,
+            csrf: session.csrf,
+        },
+    })
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+fn check_csrf(presented: Option<&[u8]>, expected: &str) -> Result<(), ApiError> {
     match presented {
-        Some(p) if token.ct_eq(p.as_bytes()) => Ok(Principal {
-            name: "admin token".into(),
-            role: Role::Admin,
-            via: Via::Token,
-        }),
-        _ => Err(ApiError::Unauthorized("not logged in")),
+        Some(p) if bool::from(p.ct_eq(expected.as_bytes())) => Ok(()),
+        Some(_) => Err(ApiError::Forbidden(
+            "CSRF token is wrong for this session; reload the dashboard page and try again".into(),
+        )),
+        None => Err(ApiError::Forbidden(format!(
+            "missing CSRF token: a signed-in session must send the `{CSRF_HEADER}` header on \
+             state-changing requests (the dashboard does this; automation should use RELAY_ADMIN_TOKEN)"
+        ))),
     }
 }
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
+
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         authenticate(parts, state).await
     }
 }
 
+/// A caller with the `admin` role (viewers get 403).
 pub struct AdminOnly(pub Principal);
 
 impl FromRequestParts<AppState> for AdminOnly {
     type Rejection = ApiError;
+
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let p = authenticate(parts, state).await?;
         if !p.is_admin() {
-            return Err(ApiError::Unauthorized("admins only"));
+            return Err(ApiError::Forbidden(format!(
+                "user `{}` has the viewer role; managing keys, breakers and reloads needs `role: admin`",
+                p.name
+            )));
         }
         Ok(AdminOnly(p))
+    }
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+fn session_id_hash(cookie: &str) -> String {
+    hex::encode(Sha256::digest(cookie.as_bytes()))
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn set_cookie(auth: &ControlAuth, value: &str, max_age_s: i64) -> HeaderValue {
+    let secure = if auth.cookie_secure { "; Secure" } else { "" };
+    let text = format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}"
+    );
+    HeaderValue::from_str(&text)
+        .unwrap_or_else(|_| HeaderValue::from_static("relay_session=; Max-Age=0"))
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    name: String,
+    password: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// Why a login failed; each has a `/login?error=` code for the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoginRefused {
+    Invalid,
+    RateLimited,
+    NoUsers,
+    BadRequest,
+}
+
+impl LoginRefused {
+    fn code(self) -> &'static str {
+        match self {
+            LoginRefused::Invalid => "invalid",
+            LoginRefused::RateLimited => "rate_limited",
+            LoginRefused::NoUsers => "no_users",
+            LoginRefused::BadRequest => "bad_request",
+        }
+    }
+
+    fn api_error(self) -> ApiError {
+        match self {
+            LoginRefused::Invalid => ApiError::Unauthorized("wrong user name or password".into()),
+            LoginRefused::RateLimited => ApiError::TooManyRequests {
+                message: "too many failed logins; wait a few minutes before trying again".into(),
+                retry_after_s: LOGIN_WINDOW_MS / 1000,
+            },
+            LoginRefused::NoUsers => ApiError::Unauthorized(
+                "no dashboard users are configured: add a `kind: User` to config (hash from \
+                 `relay user hash-password`), or use RELAY_ADMIN_TOKEN for the API"
+                    .into(),
+            ),
+            LoginRefused::BadRequest => ApiError::BadRequest(
+                "expected a form or JSON body with `name` and `password`".into(),
+            ),
+        }
+    }
+}
+
+/// `POST /login`: a form (answers with redirects, for the login page) or
+/// JSON (answers with JSON, for scripts and tests).
+pub async fn login(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let addr = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string());
+    let form = match axum::body::to_bytes(body, 16 * 1024).await {
+        Ok(bytes) if json => serde_json::from_slice::<LoginForm>(&bytes).ok(),
+        Ok(bytes) => serde_urlencoded::from_bytes::<LoginForm>(&bytes).ok(),
+        Err(_) => None,
+    };
+    let next = form
+        .as_ref()
+        .and_then(|f| f.next.as_deref())
+        .filter(|n| is_local_path(n))
+        .unwrap_or("/")
+        .to_string();
+    let outcome = match form {
+        Some(form) => attempt_login(&state, &form, &addr).await,
+        None => Err(LoginRefused::BadRequest),
+    };
+    match outcome {
+        Ok((cookie, principal, expires_at)) => {
+            let mut resp = if json {
+                Json(json!({
+                    "name": principal.name,
+                    "role": principal.role,
+                    "csrf": principal.csrf(),
+                    "expires_at": expires_at,
+                }))
+                .into_response()
+            } else {
+                Redirect::to(&next).into_response()
+            };
+            resp.headers_mut().insert(header::SET_COOKIE, cookie);
+            resp
+        }
+        Err(refused) if json => refused.api_error().into_response(),
+        Err(refused) => {
+            let to = format!(
+                "/login?error={}&next={}",
+                refused.code(),
+                url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+            );
+            Redirect::to(&to).into_response()
+        }
+    }
+}
+
+/// Only same-site paths: `next` must not become an open redirect.
+fn is_local_path(p: &str) -> bool {
+    p.starts_with('/') && !p.starts_with("//") && !p.contains('\\')
+}
+
+async fn attempt_login(
+    state: &AppState,
+    form: &LoginForm,
+    addr: &str,
+) -> Result<(HeaderValue, Principal, i64), LoginRefused> {
+    let auth = &state.auth;
+    let snap = state.config.snapshot();
+    if !auth.anyone_can_log_in(&snap) {
+        return Err(LoginRefused::NoUsers);
+    }
+    let backend = state.breakers.state();
+    let counters = [
+        format!("login_fail:name:{}", form.name),
+        format!("login_fail:addr:{addr}"),
+    ];
+    let counts = backend.get_many(&counters).await;
+    let count = |i: usize| {
+        counts
+            .get(i)
+            .and_then(|v| v.as_deref())
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    if count(0) >= LOGIN_FAILURES_PER_NAME || count(1) >= LOGIN_FAILURES_PER_ADDR {
+        tracing::warn!(user = %form.name, addr, "login refused: too many failed attempts");
+        return Err(LoginRefused::RateLimited);
+    }
+    let credential = auth.credential(&snap, &form.name);
+    drop(snap);
+    let ok = {
+        let _permit = auth.verifications.acquire().await;
+        let password = form.password.clone();
+        let phc = credential.as_ref().map(|(h, _)| h.clone());
+        tokio::task::spawn_blocking(move || match phc {
+            Some(h) => password::verify(h.expose(), &password),
+            None => {
+                password::verify_nothing(&password);
+                false
+            }
+        })
+        .await
+        .unwrap_or(false)
+    };
+    let role = match (ok, credential) {
+        (true, Some((_, role))) => role,
+        _ => {
+            for key in &counters {
+                backend.incr(key, 1, LOGIN_WINDOW_MS).await;
+            }
+            tracing::warn!(user = %form.name, addr, "dashboard login failed");
+            return Err(LoginRefused::Invalid);
+        }
+    };
+    backend.del(&counters[..1]).await;
+    let cookie = random_token();
+    let now = crate::store::now_ms();
+    let row = crate::store::SessionRow {
+        id_hash: session_id_hash(&cookie),
+        user_name: form.name.clone(),
+        csrf: random_token(),
+        created_at: now,
+        expires_at: now + SESSION_TTL_MS,
+    };
+    if let Err(e) = state.store.insert_session(&row).await {
+        tracing::error!(error = %e, "cannot store the dashboard session");
+        return Err(LoginRefused::Invalid);
+    }
+    tracing::info!(user = %form.name, addr, "dashboard login");
+    let principal = Principal {
+        name: row.user_name,
+        role,
+        via: Via::Session {
+            id: row.id_hash,
+            csrf: row.csrf,
+        },
+    };
+    Ok((
+        set_cookie(auth, &cookie, SESSION_TTL_MS / 1000),
+        principal,
+        row.expires_at,
+    ))
+}
+
+/// `POST /logout`: ends the session. Needs the CSRF token (header, or the
+/// `_csrf` form field of the dashboard's logout button).
+pub async fn logout(State(state): State<AppState>, req: Request) -> Response {
+    let (mut parts, body) = req.into_parts();
+    if parts.headers.get(CSRF_HEADER).is_none() {
+        // A form post: lift the field into the header the check reads.
+        let bytes = axum::body::to_bytes(body, 16 * 1024)
+            .await
+            .unwrap_or_default();
+        let token = url::form_urlencoded::parse(&bytes)
+            .find(|(k, _)| k == CSRF_FIELD)
+            .map(|(_, v)| v.into_owned());
+        if let Some(v) = token.and_then(|t| HeaderValue::from_str(&t).ok()) {
+            parts.headers.insert(CSRF_HEADER, v);
+        }
+    }
+    let principal = match authenticate(&parts, &state).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if let Via::Session { id, .. } = &principal.via {
+        if let Err(e) = state.store.delete_session(id).await {
+            return ApiError::from(e).into_response();
+        }
+        tracing::info!(user = %principal.name, "dashboard logout");
+    }
+    let mut resp = Redirect::to("/login").into_response();
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, set_cookie(&state.auth, "", 0));
+    resp
+}
+
+/// `GET /api/session`: who the caller is, and the CSRF token a session
+/// must send back.
+pub async fn whoami(p: Principal) -> Response {
+    let via = match p.via {
+        Via::Token => "token",
+        Via::Session { .. } => "session",
+    };
+    (
+        StatusCode::OK,
+        Json(json!({ "name": p.name, "role": p.role, "via": via, "csrf": p.csrf() })),
+    )
+        .into_response()
+}
+
+/// What `serve` decides about dashboard credentials at start.
+pub fn first_boot(
+    data_dir: &std::path::Path,
+    admin_token: Option<&Secret>,
+    snap: &Snapshot,
+) -> Result<Option<Secret>, password::FirstBootError> {
+    if admin_token.is_some() {
+        return Ok(None);
+    }
+    if !snap.users.is_empty() {
+        // Pinned Users win; an earlier generated password stays on disk for
+        // the day config defines no User again.
+        return password::read_admin_hash(data_dir);
+    }
+    let (hash, created) = password::load_or_generate_admin(data_dir)?;
+    let path = password::admin_hash_path(data_dir);
+    match created {
+        Some(pw) => {
+            // The one time the password exists outside this process.
+            tracing::warn!(
+                "generated dashboard login: admin / {} (printed only now; its hash is in {}). To pin \
+                 credentials instead, add a `kind: User` to config (`relay user hash-password`) or set \
+                 RELAY_ADMIN_TOKEN; delete that file to generate a new password",
+                pw.expose(),
+                path.display()
+            );
+        }
+        None => tracing::info!(
+            path = %path.display(),
+            "dashboard login `admin` uses the password generated on first boot (printed in that boot's log); \
+             pin credentials with a `kind: User` or RELAY_ADMIN_TOKEN"
+        ),
+    }
+    Ok(Some(hash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; relay_session=abc ; b=2"),
+        );
+        assert_eq!(session_cookie(&h), Some("abc"));
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("relay_session="));
+        assert_eq!(session_cookie(&h), None);
+    }
+
+    #[test]
+    fn next_must_stay_on_this_site() {
+        assert!(is_local_path("/keys"));
+        assert!(!is_local_path("//evil.example/"));
+        assert!(!is_local_path("https://evil.example/"));
+        assert!(!is_local_path("/\\evil.example"));
+    }
+
+    #[test]
+    fn cookie_attributes_follow_the_secure_setting() {
+        let secure = ControlAuth::new(None, true, None);
+        let v = set_cookie(&secure, "tok", 60);
+        assert_eq!(
+            v.to_str().unwrap(),
+            "relay_session=tok; Path=/; HttpOnly; SameSite=Strict; Max-Age=60; Secure"
+        );
+        let plain = ControlAuth::new(None, false, None);
+        assert!(!set_cookie(&plain, "tok", 60)
+            .to_str()
+            .unwrap()
+            .contains("Secure"));
+    }
+
+    #[test]
+    fn csrf_must_match() {
+        assert!(check_csrf(Some(b"abc"), "abc").is_ok());
+        assert!(matches!(
+            check_csrf(Some(b"abd"), "abc"),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(matches!(
+            check_csrf(None, "abc"),
+            Err(ApiError::Forbidden(_))
+        ));
     }
 }

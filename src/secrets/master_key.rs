@@ -100,19 +100,24 @@ impl MasterKey {
             err,
         };
         create_private_dir(data_dir).map_err(werr)?;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut file = opts.open(&path).map_err(werr)?;
-        file.write_all(key.file_text().expose().as_bytes())
-            .map_err(werr)?;
-        file.sync_all().map_err(werr)?;
+        write_private_file(&path, key.file_text().expose().as_bytes()).map_err(werr)?;
         Ok((key, true))
     }
+}
+
+/// Creates `path` (which must not exist) readable by its owner only, and
+/// syncs it: for generated credentials.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut file = opts.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 /// Creates the data directory readable by its owner only.

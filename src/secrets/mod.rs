@@ -5,6 +5,6 @@ mod master_key;
 mod sealed;
 mod secret;
 
-pub use master_key::{create_private_dir, MasterKey, MASTER_KEY_FILE};
+pub use master_key::{create_private_dir, write_private_file, MasterKey, MASTER_KEY_FILE};
 pub use sealed::{parse_recipient, seal, unseal, SealError};
 pub use secret::Secret;

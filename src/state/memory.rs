@@ -37,11 +37,20 @@ impl MemoryState {
     pub async fn get_many(&self, keys: &[String]) -> Vec<Option<String>> {
         let now = now_ms();
         let map = self.values.load();
+        // Counters live apart from values here, but Redis has one key
+        // space: a counter made by `incr` reads back as its number.
+        let counters = self.counters.load();
         keys.iter()
             .map(|k| {
                 map.get(k)
                     .filter(|e| e.expires_ms > now)
                     .map(|e| e.value.to_string())
+                    .or_else(|| {
+                        counters
+                            .get(k)
+                            .filter(|c| c.expires_ms.load(Ordering::Relaxed) > now)
+                            .map(|c| c.value.load(Ordering::Relaxed).to_string())
+                    })
             })
             .collect()
     }
@@ -84,15 +93,14 @@ impl MemoryState {
     }
 
     pub async fn del(&self, keys: &[String]) {
-        if keys.iter().all(|k| !self.values.load().contains_key(k)) {
-            return;
-        }
-        self.write(|m| {
-            keys.iter().for_each(|k| {
-                m.remove(k);
+        if keys.iter().any(|k| self.values.load().contains_key(k)) {
+            self.write(|m| {
+                keys.iter().for_each(|k| {
+                    m.remove(k);
+                });
+                true
             });
-            true
-        });
+        }
         let counters = self.counters.load();
         for k in keys {
             if let Some(c) = counters.get(k) {

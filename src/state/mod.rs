@@ -121,6 +121,14 @@ mod tests {
         assert_eq!(s.get_many(&[k("a")]).await, vec![None]);
         assert_eq!(s.incr(&k("c"), 1, 10_000).await, 1);
         assert_eq!(s.incr(&k("c"), 2, 10_000).await, 3);
+        assert_eq!(
+            s.get_many(&[k("c")]).await,
+            vec![Some("3".into())],
+            "counters read back"
+        );
+        s.del(&[k("c")]).await;
+        assert_eq!(s.get_many(&[k("c")]).await, vec![None], "counters delete");
+        assert_eq!(s.incr(&k("c"), 1, 10_000).await, 1);
         s.set(&k("short"), "v", 30).await;
         tokio::time::sleep(std::time::Duration::from_millis(80)).await;
         assert_eq!(s.get_many(&[k("short")]).await, vec![None], "expired");

@@ -1,10 +1,12 @@
-//! The runtime store: relay keys and usage records, in SQLite (embedded
+//! The runtime store: relay keys, dashboard sessions and usage records, in SQLite (embedded
 //! default, a file in `RELAY_DATA_DIR`) or PostgreSQL (`RELAY_DATABASE_URL`).
 //! Only this module runs SQL. Queries are runtime-checked with bound
 //! parameters (`$1` works in both dialects), so building never needs a
 //! database. Config never lives here.
 
 mod keys;
+mod sessions;
+mod spend;
 mod usage;
 
 use std::path::Path;
@@ -16,6 +18,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
 pub use keys::{KeyRow, NewKey};
+pub use sessions::SessionRow;
+pub use spend::KeySpend;
 pub use usage::{Bucket, UsagePoint, UsageQuery, UsageRow, UsageTotals, MAX_BUCKETS};
 
 /// File name of the embedded database inside `RELAY_DATA_DIR`.

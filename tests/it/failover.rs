@@ -688,7 +688,7 @@ async fn losing_redis_falls_back_to_local_state_and_recovers() {
         );
     }
     assert_eq!(p.call().await.status(), 200);
-    assert!(p.relay.logs().contains("Redis is reachable again"));
+    p.relay.wait_log("Redis is reachable again");
 }
 
 #[tokio::test]

@@ -3,8 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod browser;
+mod budget;
 mod cli;
 mod config_fixtures;
+mod control;
 mod dashboard;
 mod failover;
 mod mock_selftest;

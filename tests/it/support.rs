@@ -213,6 +213,20 @@ impl Relay {
         self.logs.lock().unwrap().join("\n")
     }
 
+    /// Waits (5 s at most) until a log line contains `needle`: stderr is
+    /// read by another thread, so a line written just now may not be in yet.
+    pub fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.logs().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no log line contains {needle:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn control(&self, path: &str) -> String {
         format!(
             "{}{path}",

@@ -1,0 +1,175 @@
+//! Policy budgets: USD per relay key per calendar period (UTC day, ISO
+//! week from Monday, month). Spend is read from the usage records every
+//! `REFRESH` into an in-memory table, so every replica agrees and a restart
+//! forgets nothing; a request checks it with one map probe. A key can
+//! overshoot by what it spends before the next refresh sees it (usage is
+//! written in batches every second).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
+use tokio_util::sync::CancellationToken;
+
+use super::GatewayError;
+use crate::config::kinds::BudgetPeriod;
+use crate::config::snapshot::Policy;
+use crate::config::ConfigHandle;
+use crate::store::{KeySpend, Store, StoreError};
+
+pub const REFRESH: Duration = Duration::from_secs(2);
+
+/// Start and end (unix ms) of the current day, week and month.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Periods {
+    day: (i64, i64),
+    week: (i64, i64),
+    month: (i64, i64),
+}
+
+impl Periods {
+    pub fn at(now_ms: i64) -> Periods {
+        use time::{Date, Duration as D, Month, OffsetDateTime};
+        let ms = |d: Date| d.midnight().assume_utc().unix_timestamp() * 1000;
+        let today = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+            .date();
+        let monday = today - D::days(i64::from(today.weekday().number_days_from_monday()));
+        let first = today.replace_day(1).unwrap_or(today);
+        let next_first = match today.month() {
+            Month::December => Date::from_calendar_date(today.year() + 1, Month::January, 1),
+            m => Date::from_calendar_date(today.year(), m.next(), 1),
+        }
+        .unwrap_or(first);
+        Periods {
+            day: (ms(today), ms(today) + 86_400_000),
+            week: (ms(monday), ms(monday) + 7 * 86_400_000),
+            month: (ms(first), ms(next_first)),
+        }
+    }
+
+    fn of(&self, p: BudgetPeriod) -> (i64, i64) {
+        match p {
+            BudgetPeriod::Day => self.day,
+            BudgetPeriod::Week => self.week,
+            BudgetPeriod::Month => self.month,
+        }
+    }
+}
+
+#[derive(Default)]
+struct SpendTable {
+    periods: Periods,
+    by_key: FxHashMap<Box<str>, KeySpend>,
+}
+
+#[derive(Default)]
+pub struct Budgets {
+    table: ArcSwap<SpendTable>,
+}
+
+impl Budgets {
+    /// Refuses a key whose policy's budget for the current period is spent.
+    pub fn check(&self, policy: &Policy, key_id: &str, now_ms: i64) -> Result<(), GatewayError> {
+        let Some(b) = policy.budget else {
+            return Ok(());
+        };
+        let (start, end) = Periods::at(now_ms).of(b.period);
+        let table = self.table.load();
+        // Spend counted for an earlier period says nothing about this one.
+        let spent = if table.periods.of(b.period).0 == start {
+            table.by_key.get(key_id).map_or(0.0, |s| match b.period {
+                BudgetPeriod::Day => s.day,
+                BudgetPeriod::Week => s.week,
+                BudgetPeriod::Month => s.month,
+            })
+        } else {
+            0.0
+        };
+        if spent < b.usd {
+            return Ok(());
+        }
+        Err(GatewayError::BudgetExceeded {
+            policy: policy.name.clone(),
+            usd: b.usd,
+            spent,
+            period: b.period,
+            retry_after_ms: (end - now_ms).max(1000) as u64,
+        })
+    }
+
+    /// Re-reads spend per key for the current periods.
+    pub async fn refresh(&self, store: &Store, now_ms: i64) -> Result<(), StoreError> {
+        let periods = Periods::at(now_ms);
+        let rows = store
+            .spend_by_key(periods.day.0, periods.week.0, periods.month.0)
+            .await?;
+        let by_key = rows
+            .into_iter()
+            .map(|r| (r.key_id.clone().into_boxed_str(), r))
+            .collect();
+        self.table.store(Arc::new(SpendTable { periods, by_key }));
+        Ok(())
+    }
+
+    /// Refreshes every `REFRESH` while some policy has a budget.
+    pub fn spawn_refresher(
+        self: Arc<Self>,
+        store: Store,
+        config: Arc<ConfigHandle>,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                let wanted = config
+                    .snapshot()
+                    .policies
+                    .iter()
+                    .any(|p| p.budget.is_some());
+                if wanted {
+                    match self.refresh(&store, crate::store::now_ms()).await {
+                        Ok(()) if failing => {
+                            failing = false;
+                            tracing::info!("budget spend readable again");
+                        }
+                        Ok(()) => {}
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::error!(error = %e, "cannot read spend for policy budgets; enforcing the last known figures");
+                        }
+                        Err(_) => {}
+                    }
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(REFRESH) => {}
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000;
+
+    #[test]
+    fn periods_follow_the_utc_calendar() {
+        // 2026-11-26T05:00:00Z, a Thursday.
+        let now = 1_795_669_200_000;
+        let p = Periods::at(now);
+        assert_eq!(p.day, (now - 5 * H, now + 19 * H));
+        // Monday 2026-11-23.
+        assert_eq!(p.week.0, now - 5 * H - 3 * 24 * H);
+        assert_eq!(p.week.1 - p.week.0, 7 * 24 * H);
+        // 2026-11-01 to 2026-12-01.
+        assert_eq!(p.month, (1_793_491_200_000, 1_796_083_200_000));
+        // December rolls into January.
+        let dec = Periods::at(1_798_675_200_000 + H); // 2026-12-31T01:00Z
+        assert_eq!(dec.month.1, 1_798_761_600_000); // 2027-01-01
+    }
+}
