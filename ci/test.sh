@@ -3,6 +3,7 @@
 #   1. make sure PostgreSQL and Redis are up (ci/services.sh)
 #   2. lint (rustfmt + clippy -D warnings)
 #   3. Python SDK deps for the end-to-end SDK tests (ci/sdk-deps.sh)
+#      and Chromium + chromedriver for the dashboard tests (ci/browser-deps.sh)
 #   4. cargo test
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,9 @@ bash ci/lint.sh
 
 echo "== sdk deps =="
 bash ci/sdk-deps.sh
+
+echo "== browser deps =="
+bash ci/browser-deps.sh
 
 export RELAY_TEST_DATABASE_URL="${RELAY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export RELAY_TEST_REDIS_URL="${RELAY_TEST_REDIS_URL:-redis://127.0.0.1:6379}"

@@ -9,15 +9,13 @@ use super::{chart, count, layout, usd, Viewer};
 use crate::http::AppState;
 use crate::store::{Bucket, UsageQuery};
 
-const DAY_MS: i64 = 86_400_000;
-
 pub(crate) async fn page(Viewer { principal }: Viewer, State(state): State<AppState>) -> Response {
     let snap = state.config.snapshot();
     let status = state.config.status();
-    let now = crate::store::now_ms();
+    let (from, to) = Bucket::Hour.last(24, crate::store::now_ms());
     let day = UsageQuery {
-        from: Some(now - DAY_MS),
-        to: Some(now + 1),
+        from: Some(from),
+        to: Some(to),
         ..UsageQuery::default()
     };
     // The store being down must not take the overview with it.

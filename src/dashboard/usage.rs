@@ -18,12 +18,12 @@ pub(crate) struct Filters {
     model: Option<String>,
 }
 
-/// (value, label, span in ms, bucket)
+/// (value, label, number of buckets, bucket)
 const RANGES: &[(&str, &str, i64, Bucket)] = &[
-    ("24h", "last 24 hours", 86_400_000, Bucket::Hour),
-    ("7d", "last 7 days", 7 * 86_400_000, Bucket::Hour),
-    ("30d", "last 30 days", 30 * 86_400_000, Bucket::Day),
-    ("90d", "last 90 days", 90 * 86_400_000, Bucket::Day),
+    ("24h", "last 24 hours", 24, Bucket::Hour),
+    ("7d", "last 7 days", 7 * 24, Bucket::Hour),
+    ("30d", "last 30 days", 30, Bucket::Day),
+    ("90d", "last 90 days", 90, Bucket::Day),
 ];
 
 const METRICS: &[(&str, &str)] = &[
@@ -66,12 +66,12 @@ pub(crate) async fn page(
         .unwrap_or(&METRICS[0]);
     let key_id = non_empty(f.key_id);
     let model = non_empty(f.model);
-    let now = crate::store::now_ms();
+    let (from, to) = range.3.last(range.2, crate::store::now_ms());
     let q = UsageQuery {
         key_id: key_id.clone(),
         model: model.clone(),
-        from: Some(now - range.2),
-        to: Some(now + 1),
+        from: Some(from),
+        to: Some(to),
         limit: Some(50),
     };
     let keys = state.store.list_keys().await.unwrap_or_default();

@@ -63,6 +63,13 @@ impl Bucket {
         }
     }
 
+    /// `(from, to)` covering the last `n` buckets up to and including the
+    /// one `now` falls in.
+    pub fn last(self, n: i64, now: i64) -> (i64, i64) {
+        let w = self.millis();
+        (now.div_euclid(w) * w - (n - 1) * w, now + 1)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Bucket::Hour => "hour",
@@ -169,7 +176,8 @@ impl Store {
 
     /// Usage per bucket over `[from, to)`, every bucket present (empty ones
     /// as zeros), oldest first. `from` is rounded down to a bucket boundary;
-    /// the range is cut to its last [`MAX_BUCKETS`] buckets.
+    /// the range is cut to its last [`MAX_BUCKETS`] buckets. Without `from`,
+    /// the last 24 buckets up to `to` (default now).
     pub async fn usage_series(
         &self,
         bucket: Bucket,
@@ -177,7 +185,7 @@ impl Store {
     ) -> Result<Vec<UsagePoint>, StoreError> {
         let width = bucket.millis();
         let to = q.to.unwrap_or_else(super::now_ms);
-        let from = q.from.unwrap_or(to - 24 * width);
+        let from = q.from.unwrap_or_else(|| bucket.last(24, to - 1).0);
         if to <= from {
             return Ok(Vec::new());
         }
@@ -319,6 +327,12 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn last_buckets_end_with_the_current_one() {
+        assert_eq!(Bucket::Hour.last(24, T0 + 5), (T0 - 23 * HOUR, T0 + 6));
+        assert_eq!(Bucket::Day.last(1, T0 + 5), (T0, T0 + 6));
     }
 
     #[tokio::test]

@@ -39,7 +39,7 @@ pub fn screenshot_dir() -> PathBuf {
 
 pub struct Browser {
     pub client: Client,
-    driver: Child,
+    driver: Driver,
     test: String,
     _profile: tempfile::TempDir,
     _turn: tokio::sync::MutexGuard<'static, ()>,
@@ -110,7 +110,7 @@ impl Browser {
         };
         Browser {
             client,
-            driver: driver.take().unwrap(),
+            driver: Driver(driver.take().unwrap()),
             test: test.to_string(),
             _profile: profile,
             _turn: turn,
@@ -213,10 +213,17 @@ impl Browser {
     }
 
     /// Ends the WebDriver session (Chromium exits), then chromedriver.
-    pub async fn close(mut self) {
-        let client = self.client.clone();
-        let _ = client.close().await;
-        kill_group(&mut self.driver);
+    pub async fn close(self) {
+        let Browser { client, driver, .. } = self;
+        // Ending chromedriver's process group ends Chromium in any case;
+        // this only lets Chromium exit cleanly first.
+        if tokio::time::timeout(Duration::from_secs(5), client.close())
+            .await
+            .is_err()
+        {
+            eprintln!("Chromium did not close within 5 s; killing it");
+        }
+        drop(driver);
     }
 }
 
@@ -229,17 +236,20 @@ pub struct KeptCookie {
 }
 
 fn kill_group(child: &mut Child) {
+    // `--`: a negative pid names a process group, not a signal.
     let _ = Command::new("kill")
-        .args(["-KILL", &format!("-{}", child.id())])
+        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
         .status();
+    let _ = child.kill();
     let _ = child.wait();
 }
 
-impl Drop for Browser {
+/// chromedriver, and with it Chromium (same process group), ended on drop:
+/// also when a failing test never reaches `close`.
+struct Driver(Child);
+
+impl Drop for Driver {
     fn drop(&mut self) {
-        // A failed test never reached `close`: take Chromium down too.
-        if self.driver.try_wait().ok().flatten().is_none() {
-            kill_group(&mut self.driver);
-        }
+        kill_group(&mut self.0);
     }
 }
