@@ -38,14 +38,22 @@ fn bucket_label(start_ms: i64, bucket: Bucket) -> String {
 }
 
 /// Bars of `(bucket start, value)`; `fmt` renders a value for axis labels
-/// and tooltips, `what` names the metric ("requests").
+/// and tooltips, `what` names the metric ("requests"). For `whole`
+/// numbers (counts) the axis top is a multiple of 4, so each of the four
+/// gridlines lands on a whole number.
 pub(crate) fn bars(
     points: &[(i64, f64)],
     bucket: Bucket,
     what: &str,
+    whole: bool,
     fmt: impl Fn(f64) -> String,
 ) -> Markup {
-    let max = nice_ceiling(points.iter().map(|p| p.1).fold(0.0, f64::max));
+    let peak = points.iter().map(|p| p.1).fold(0.0, f64::max);
+    let max = if whole {
+        4.0 * nice_ceiling(peak / 4.0).max(1.0)
+    } else {
+        nice_ceiling(peak)
+    };
     let plot_w = W - LEFT - RIGHT;
     let plot_h = H - TOP - BOTTOM;
     let n = points.len().max(1) as f64;
@@ -98,11 +106,16 @@ mod tests {
             &[(0, 1.0), (3_600_000, 0.0), (7_200_000, 4.0)],
             Bucket::Hour,
             "requests",
+            true,
             |v| format!("{v}"),
         )
         .into_string();
         assert_eq!(svg.matches("<rect").count(), 3);
         assert!(svg.contains("1970-01-01 02:00:00 UTC: 4 requests"), "{svg}");
         assert!(svg.contains(">02:00<"), "{svg}");
+        // Axis 0..4 in whole steps.
+        for label in [">0<", ">1<", ">2<", ">3<", ">4<"] {
+            assert!(svg.contains(label), "{label} in {svg}");
+        }
     }
 }

@@ -124,6 +124,8 @@ pub(crate) fn count(n: i64) -> String {
 pub(crate) fn usd(v: f64) -> String {
     if v == 0.0 {
         "$0".to_string()
+    } else if v.abs() < 0.0001 {
+        format!("${v:.6}")
     } else if v.abs() < 0.01 {
         format!("${v:.4}")
     } else {
@@ -143,6 +145,7 @@ mod tests {
         assert_eq!(count(-1234567), "-1,234,567");
         assert_eq!(usd(0.0), "$0");
         assert_eq!(usd(0.00042), "$0.0004");
+        assert_eq!(usd(0.000044), "$0.000044");
         assert_eq!(usd(12.345), "$12.35");
         assert_eq!(datetime(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(datetime(86_400_000 + 3_723_000), "1970-01-02 01:02:03 UTC");

@@ -108,7 +108,7 @@ pub(crate) async fn page(Viewer { principal }: Viewer, State(state): State<AppSt
                         div { span.num { (usd(t.cost_usd)) } span.label { "cost" } }
                     }
                     @let pts: Vec<(i64, f64)> = s.iter().map(|p| (p.start, p.requests as f64)).collect();
-                    (chart::bars(&pts, Bucket::Hour, "requests", |v| count(v.round() as i64)))
+                    (chart::bars(&pts, Bucket::Hour, "requests", true, |v| count(v.round() as i64)))
                     p.muted { a href="/usage" { "More on the usage page →" } }
                 }
                 _ => { p.alert.error { "Usage could not be read from the database; see relay's log." } }

@@ -136,9 +136,9 @@ pub(crate) async fn page(
                     h2 { (metric.1) " per " (range.3.as_str()) ", " (range.1) " (UTC)" }
                     @let pts: Vec<(i64, f64)> = series.iter().map(|p| (p.start, metric_value(metric.0, p))).collect();
                     @if metric.0 == "cost" {
-                        (chart::bars(&pts, range.3, "USD", usd))
+                        (chart::bars(&pts, range.3, "USD", false, usd))
                     } @else {
-                        (chart::bars(&pts, range.3, &metric.1.to_lowercase(), |v| count(v.round() as i64)))
+                        (chart::bars(&pts, range.3, &metric.1.to_lowercase(), true, |v| count(v.round() as i64)))
                     }
                 }
                 section #recent {

@@ -365,18 +365,22 @@ async fn usage_series_api_buckets_calls() {
     assert_eq!(d.get("/api/usage/series", None).await.status(), 401);
 }
 
-/// Reloads `path` until `pred(page text)` holds (10 s at most).
-async fn wait_page(b: &Browser, url: &str, what: &str, pred: impl Fn(&str) -> bool) {
+/// Reloads `url` until the text of `css` satisfies `pred` (10 s at most).
+async fn wait_page(b: &Browser, url: &str, css: &str, pred: impl Fn(&str) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         b.goto(url).await;
-        let text = b.text("main").await;
+        let text = if b.count(css).await > 0 {
+            b.text(css).await
+        } else {
+            String::new()
+        };
         if pred(&text) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{what} never showed on {url}:\n{text}"
+            "`{css}` on {url} never became as expected:\n{text}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -487,10 +491,15 @@ async fn dashboard_admin_journey_in_chromium() {
         .await;
 
     // The usage page lists the calls.
-    wait_page(&b, &format!("{base}/usage"), "the flaky call", |t| {
-        t.contains("flaky-model")
+    wait_page(&b, &format!("{base}/usage"), "#recent", |t| {
+        t.contains("flaky-model") && t.contains("gpt-test")
     })
     .await;
+    assert!(
+        b.text(".stats").await.starts_with('2'),
+        "{}",
+        b.text(".stats").await
+    );
     assert_eq!(b.count("svg.chart rect.bar").await, 24);
     b.shot("11-usage-with-calls").await;
 
