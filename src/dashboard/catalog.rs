@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::Response;
 use maud::{html, Markup};
 
-use super::{datetime, layout, Viewer};
+use super::{datetime, layout, SignedIn};
 use crate::config::kinds::{BudgetPeriod, Selection};
 use crate::config::snapshot::{KeySource, Pricing, Snapshot};
 use crate::http::{control, AppState};
@@ -65,7 +65,7 @@ fn pricing(p: &Option<Pricing>) -> Markup {
 }
 
 pub(crate) async fn models(
-    Viewer { principal }: Viewer,
+    SignedIn { principal }: SignedIn,
     State(state): State<AppState>,
 ) -> Response {
     let snap = state.config.snapshot();
@@ -156,7 +156,10 @@ fn breaker_badge(k: &KeyBreaker) -> Markup {
     }
 }
 
-pub(crate) async fn hosts(Viewer { principal }: Viewer, State(state): State<AppState>) -> Response {
+pub(crate) async fn hosts(
+    SignedIn { principal }: SignedIn,
+    State(state): State<AppState>,
+) -> Response {
     let snap = state.config.snapshot();
     let report = breakers(&state).await;
     let admin = principal.is_admin();
@@ -234,7 +237,7 @@ fn period(p: BudgetPeriod) -> &'static str {
 }
 
 pub(crate) async fn policies(
-    Viewer { principal }: Viewer,
+    SignedIn { principal }: SignedIn,
     State(state): State<AppState>,
 ) -> Response {
     let snap = state.config.snapshot();
@@ -285,7 +288,10 @@ pub(crate) async fn policies(
     ))
 }
 
-pub(crate) async fn users(Viewer { principal }: Viewer, State(state): State<AppState>) -> Response {
+pub(crate) async fn users(
+    SignedIn { principal }: SignedIn,
+    State(state): State<AppState>,
+) -> Response {
     let snap: std::sync::Arc<Snapshot> = state.config.snapshot();
     let body = html! {
         (layout::config_banner(&snap))

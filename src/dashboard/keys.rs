@@ -7,10 +7,13 @@ use axum::extract::State;
 use axum::response::Response;
 use maud::html;
 
-use super::{datetime, layout, Viewer};
+use super::{datetime, layout, SignedIn};
 use crate::http::AppState;
 
-pub(crate) async fn page(Viewer { principal }: Viewer, State(state): State<AppState>) -> Response {
+pub(crate) async fn page(
+    SignedIn { principal }: SignedIn,
+    State(state): State<AppState>,
+) -> Response {
     let snap = state.config.snapshot();
     let admin = principal.is_admin();
     let now = crate::store::now_ms();

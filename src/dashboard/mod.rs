@@ -43,16 +43,16 @@ pub fn routes() -> Router<AppState> {
 
 /// A signed-in dashboard request. Anyone else is sent to the login page,
 /// which brings them back here afterwards.
-pub(crate) struct Viewer {
+pub(crate) struct SignedIn {
     pub principal: Principal,
 }
 
-impl FromRequestParts<AppState> for Viewer {
+impl FromRequestParts<AppState> for SignedIn {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         match session::authenticate(parts, state).await {
-            Ok(principal) => Ok(Viewer { principal }),
+            Ok(principal) => Ok(SignedIn { principal }),
             Err(_) => {
                 let here = parts
                     .uri

@@ -5,11 +5,14 @@ use axum::extract::State;
 use axum::response::Response;
 use maud::html;
 
-use super::{chart, count, layout, usd, Viewer};
+use super::{chart, count, layout, usd, SignedIn};
 use crate::http::AppState;
 use crate::store::{Bucket, UsageQuery};
 
-pub(crate) async fn page(Viewer { principal }: Viewer, State(state): State<AppState>) -> Response {
+pub(crate) async fn page(
+    SignedIn { principal }: SignedIn,
+    State(state): State<AppState>,
+) -> Response {
     let snap = state.config.snapshot();
     let status = state.config.status();
     let (from, to) = Bucket::Hour.last(24, crate::store::now_ms());

@@ -6,7 +6,7 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use maud::html;
 
-use super::{chart, count, datetime, layout, usd, Viewer};
+use super::{chart, count, datetime, layout, usd, SignedIn};
 use crate::http::AppState;
 use crate::store::{Bucket, UsagePoint, UsageQuery};
 
@@ -47,7 +47,7 @@ fn non_empty(v: Option<String>) -> Option<String> {
 }
 
 pub(crate) async fn page(
-    Viewer { principal }: Viewer,
+    SignedIn { principal }: SignedIn,
     State(state): State<AppState>,
     uri: axum::http::Uri,
 ) -> Response {

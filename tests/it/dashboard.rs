@@ -590,10 +590,32 @@ async fn dashboard_viewer_reads_but_cannot_manage() {
     b.close().await;
 }
 
-/// Logs in at `http://relay.test:<port>` (plain HTTP, not a secure context)
-/// and returns where the browser ends up and whether it kept the cookie.
-async fn log_in_over_plain_http(secure: &str, test: &str) -> (String, bool, String) {
+/// What logging in at `http://relay.test:<port>` (plain HTTP, not a secure
+/// context) did.
+struct PlainHttpLogin {
+    /// The `Set-Cookie` relay sent for the same login (outside the browser).
+    set_cookie: String,
+    /// Where the browser ended up.
+    here: String,
+    kept: bool,
+    h1: String,
+    hint_shown: bool,
+}
+
+async fn log_in_over_plain_http(secure: &str, test: &str) -> PlainHttpLogin {
     let d = Dash::start(|b| b.env("RELAY_COOKIE_SECURE", secure)).await;
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(d.relay.control("/login"))
+        .form(&[("name", ADMIN.0), ("password", ADMIN.1)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+
     let base = d.base().replace("127.0.0.1", INSECURE_HOST);
     assert!(base.contains(INSECURE_HOST), "{base}");
     let b = Browser::launch(test).await;
@@ -601,29 +623,41 @@ async fn log_in_over_plain_http(secure: &str, test: &str) -> (String, bool, Stri
     let here = b.here().await;
     let kept = b.cookie("relay_session").await.is_some();
     let h1 = b.text("h1").await;
+    let hint_shown = b.count("#http-hint:not([hidden])").await == 1;
     b.shot("01-after-login").await;
     b.close().await;
-    (here, kept, h1)
+    PlainHttpLogin {
+        set_cookie,
+        here,
+        kept,
+        h1,
+        hint_shown,
+    }
 }
 
 #[tokio::test]
 async fn dashboard_secure_cookie_is_dropped_on_plain_http() {
-    let (here, kept, h1) = log_in_over_plain_http("true", "cookie-secure").await;
+    let l = log_in_over_plain_http("true", "cookie-secure").await;
+    assert!(l.set_cookie.contains("; Secure"), "{}", l.set_cookie);
     assert!(
-        !kept,
+        !l.kept,
         "Chromium must drop a Secure cookie set over plain HTTP"
     );
-    assert!(
-        here.starts_with("/login"),
-        "without the cookie the dashboard sends the browser back to the login page: {here}"
-    );
-    assert_eq!(h1, "Sign in to the dashboard");
+    // The login itself succeeded (no `?error=`): `/` sent the cookie-less
+    // browser back to the login page.
+    assert_eq!(l.here, "/login");
+    assert_eq!(l.h1, "Sign in to the dashboard");
+    assert!(l.hint_shown, "the page explains RELAY_COOKIE_SECURE");
 }
 
 #[tokio::test]
 async fn dashboard_cookie_is_kept_when_secure_is_false() {
-    let (here, kept, h1) = log_in_over_plain_http("false", "cookie-insecure").await;
-    assert!(kept, "RELAY_COOKIE_SECURE=false must work over plain HTTP");
-    assert_eq!(here, "/");
-    assert_eq!(h1, "Overview");
+    let l = log_in_over_plain_http("false", "cookie-insecure").await;
+    assert!(!l.set_cookie.contains("Secure"), "{}", l.set_cookie);
+    assert!(
+        l.kept,
+        "RELAY_COOKIE_SECURE=false must work over plain HTTP"
+    );
+    assert_eq!(l.here, "/");
+    assert_eq!(l.h1, "Overview");
 }
