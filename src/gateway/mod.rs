@@ -28,6 +28,7 @@ use crate::auth::{self, KeyCache, KeyEntry};
 use crate::config::snapshot::{Binding, Host, HostKey, Model, Snapshot};
 use crate::config::ConfigHandle;
 use crate::store::{now_ms, UsageRow};
+use crate::telemetry::metrics::Metrics;
 use crate::upstream::breaker::Breakers;
 use crate::upstream::classify::{self, Failure, FailureClass};
 use crate::upstream::{Upstreams, MAX_RESPONSE_BYTES};
@@ -92,6 +93,7 @@ pub struct Gateway {
     pub breakers: Breakers,
     upstreams: Upstreams,
     usage: UsageSink,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Everything needed to record one call's usage, whenever it ends.
@@ -103,6 +105,7 @@ struct Ticket {
     /// Limit counters held for this call, settled when it ends.
     limit: Option<limits::Held>,
     recorded: bool,
+    metrics: Arc<Metrics>,
 }
 
 /// Status recorded when the client went away before the reply was done.
@@ -137,7 +140,8 @@ impl Ticket {
         }
         let u = usage.unwrap_or_default();
         self.row.status = i32::from(status);
-        self.row.latency_ms = self.started.elapsed().as_millis() as i64;
+        let elapsed = self.started.elapsed();
+        self.row.latency_ms = elapsed.as_millis() as i64;
         self.row.input_tokens = u.input_tokens as i64;
         self.row.output_tokens = u.output_tokens as i64;
         self.row.cache_read_tokens = u.cache_read_tokens as i64;
@@ -149,6 +153,9 @@ impl Ticket {
                 + u.cache_write_tokens as f64 * p.cache_write_per_mtok)
                 / 1_000_000.0
         });
+        let binding = self.row.binding.as_deref();
+        self.metrics
+            .record_call(&self.row.model, binding, status, elapsed, u);
         self.usage.record(std::mem::take(&mut self.row));
     }
 }
@@ -166,6 +173,7 @@ impl Gateway {
             breakers,
             upstreams: Upstreams::default(),
             usage,
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -263,10 +271,19 @@ impl Gateway {
                 limit,
                 retry_after_ms,
             }) => {
-                return Err(GatewayError::RateLimited {
+                let err = GatewayError::RateLimited {
                     limit,
                     retry_after_ms,
-                });
+                };
+                let status = err.status().as_u16();
+                self.metrics.record_call(
+                    &model.name,
+                    None,
+                    status,
+                    started.elapsed(),
+                    Usage::default(),
+                );
+                return Err(err);
             }
             Err(plan::Refused::Exhausted(ex)) => {
                 let mut limit =
@@ -337,6 +354,8 @@ impl Gateway {
                         reopens = Some(reopens.map_or(at, |r| r.min(at)));
                     }
                     failures.push((names.0, names.1, failure.class));
+                    self.metrics
+                        .record_upstream_error(names.0, names.1, failure.class);
                     last = Some((err, attempt));
                 }
             }
@@ -447,6 +466,7 @@ impl Gateway {
             .map_err(final_err)?
             .timeout(budget);
 
+        let sent = Instant::now();
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
@@ -460,6 +480,8 @@ impl Gateway {
                 ));
             }
         };
+        self.metrics
+            .record_upstream(&call.model.name, &binding.name, sent.elapsed());
         let status = response.status();
         if !status.is_success() {
             let upstream_headers = response.headers().clone();
@@ -479,6 +501,8 @@ impl Gateway {
                 retry_after,
             );
             if failure.class == FailureClass::ClientError {
+                self.metrics
+                    .record_upstream_error(&host.name, &host_key.name, failure.class);
                 let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
                 ticket.finish(status.as_u16(), None);
                 return Err(final_err(err));
@@ -548,6 +572,12 @@ impl Gateway {
             let (fingerprint, settings) = (host_key.fingerprint.clone(), host.breaker);
             let names = (host.name.clone(), host_key.name.clone());
             let body = stream::relay(first, upstream, watch, client, move |status, usage| {
+                if status == stream::BROKEN_STREAM {
+                    let class = FailureClass::ServerError;
+                    ticket
+                        .metrics
+                        .record_upstream_error(&names.0, &names.1, class);
+                }
                 ticket.finish(status, usage);
                 if status == stream::BROKEN_STREAM {
                     let failure = Failure {
@@ -687,6 +717,7 @@ impl Gateway {
             pricing: call.model.pricing,
             limit,
             recorded: false,
+            metrics: self.metrics.clone(),
         }
     }
 

@@ -15,6 +15,7 @@ use crate::config::ReloadOutcome;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/version", get(version))
+        .route("/metrics", get(super::metrics::metrics))
         .route("/api/config/status", get(config_status))
         .route("/api/config/reload", post(config_reload))
         .route("/api/keys", post(create_key).get(list_keys))
