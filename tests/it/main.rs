@@ -5,6 +5,7 @@
 mod cli;
 mod config_fixtures;
 mod failover;
+mod metrics;
 mod mock_selftest;
 #[path = "../common/mock_upstream.rs"]
 mod mock_upstream;
