@@ -644,6 +644,38 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_first_sightings_lose_no_counts() {
+        let m = Arc::new(Metrics::new());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for i in 0..500 {
+                        let binding = format!("b{}", i % 7);
+                        m.record_call("m", Some(&binding), 200, Duration::ZERO, Usage::default());
+                        m.record_upstream_error("h", &format!("k{t}"), FailureClass::Auth);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = encoded(&m);
+        let total: f64 = samples(&text)
+            .iter()
+            .filter(|(s, _)| s.starts_with("relay_requests_total{"))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(total, 2000.0);
+        for t in 0..4 {
+            let series =
+                format!(r#"relay_upstream_errors_total{{host="h",key="k{t}",class="auth"}}"#);
+            assert_eq!(value(&text, &series), Some(500.0));
+        }
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         let m = Metrics::new();
         m.record_call("a\"b", Some("c\\d"), 200, Duration::ZERO, Usage::default());
