@@ -29,6 +29,7 @@ use crate::auth::{self, KeyCache, KeyEntry};
 use crate::config::snapshot::{Binding, Host, HostKey, Model, Snapshot};
 use crate::config::ConfigHandle;
 use crate::store::{now_ms, UsageRow};
+use crate::telemetry::metrics::Metrics;
 use crate::upstream::breaker::Breakers;
 use crate::upstream::classify::{self, Failure, FailureClass};
 use crate::upstream::{Upstreams, MAX_RESPONSE_BYTES};
@@ -94,6 +95,7 @@ pub struct Gateway {
     upstreams: Upstreams,
     usage: UsageSink,
     pub budgets: Arc<budget::Budgets>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Everything needed to record one call's usage, whenever it ends.
@@ -105,6 +107,7 @@ struct Ticket {
     /// Limit counters held for this call, settled when it ends.
     limit: Option<limits::Held>,
     recorded: bool,
+    metrics: Arc<Metrics>,
 }
 
 /// Status recorded when the client went away before the reply was done.
@@ -139,7 +142,8 @@ impl Ticket {
         }
         let u = usage.unwrap_or_default();
         self.row.status = i32::from(status);
-        self.row.latency_ms = self.started.elapsed().as_millis() as i64;
+        let elapsed = self.started.elapsed();
+        self.row.latency_ms = elapsed.as_millis() as i64;
         self.row.input_tokens = u.input_tokens as i64;
         self.row.output_tokens = u.output_tokens as i64;
         self.row.cache_read_tokens = u.cache_read_tokens as i64;
@@ -151,6 +155,9 @@ impl Ticket {
                 + u.cache_write_tokens as f64 * p.cache_write_per_mtok)
                 / 1_000_000.0
         });
+        let binding = self.row.binding.as_deref();
+        self.metrics
+            .record_call(&self.row.model, binding, status, elapsed, u);
         self.usage.record(std::mem::take(&mut self.row));
     }
 }
@@ -169,6 +176,7 @@ impl Gateway {
             upstreams: Upstreams::default(),
             usage,
             budgets: Arc::default(),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -249,7 +257,9 @@ impl Gateway {
                 .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         let model = Self::resolve(&snap, &key, &requested)?;
         if let Some(policy) = snap.policy(&key.policy) {
-            self.budgets.check(policy, &key.id, now_ms())?;
+            if let Err(err) = self.budgets.check(policy, &key.id, now_ms()) {
+                return Err(self.refused(model, started, err));
+            }
         }
         let admission = self.admission(&snap, &key, &obj, body.len());
 
@@ -269,10 +279,11 @@ impl Gateway {
                 limit,
                 retry_after_ms,
             }) => {
-                return Err(GatewayError::RateLimited {
+                let err = GatewayError::RateLimited {
                     limit,
                     retry_after_ms,
-                });
+                };
+                return Err(self.refused(model, started, err));
             }
             Err(plan::Refused::Exhausted(ex)) => {
                 let mut limit =
@@ -343,6 +354,8 @@ impl Gateway {
                         reopens = Some(reopens.map_or(at, |r| r.min(at)));
                     }
                     failures.push((names.0, names.1, failure.class));
+                    self.metrics
+                        .record_upstream_error(names.0, names.1, failure.class);
                     last = Some((err, attempt));
                 }
             }
@@ -371,6 +384,19 @@ impl Gateway {
         );
         ticket.finish(err.status().as_u16(), None);
         Err(err)
+    }
+
+    /// A call refused before any upstream attempt: counted, then returned.
+    fn refused(&self, model: &Model, started: Instant, err: GatewayError) -> GatewayError {
+        let status = err.status().as_u16();
+        self.metrics.record_call(
+            &model.name,
+            None,
+            status,
+            started.elapsed(),
+            Usage::default(),
+        );
+        err
     }
 
     /// The admission this call asks for, when the key's policy has limits.
@@ -453,6 +479,7 @@ impl Gateway {
             .map_err(final_err)?
             .timeout(budget);
 
+        let sent = Instant::now();
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
@@ -466,6 +493,8 @@ impl Gateway {
                 ));
             }
         };
+        self.metrics
+            .record_upstream(&call.model.name, &binding.name, sent.elapsed());
         let status = response.status();
         if !status.is_success() {
             let upstream_headers = response.headers().clone();
@@ -485,6 +514,8 @@ impl Gateway {
                 retry_after,
             );
             if failure.class == FailureClass::ClientError {
+                self.metrics
+                    .record_upstream_error(&host.name, &host_key.name, failure.class);
                 let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
                 ticket.finish(status.as_u16(), None);
                 return Err(final_err(err));
@@ -554,6 +585,12 @@ impl Gateway {
             let (fingerprint, settings) = (host_key.fingerprint.clone(), host.breaker);
             let names = (host.name.clone(), host_key.name.clone());
             let body = stream::relay(first, upstream, watch, client, move |status, usage| {
+                if status == stream::BROKEN_STREAM {
+                    let class = FailureClass::ServerError;
+                    ticket
+                        .metrics
+                        .record_upstream_error(&names.0, &names.1, class);
+                }
                 ticket.finish(status, usage);
                 if status == stream::BROKEN_STREAM {
                     let failure = Failure {
@@ -693,6 +730,7 @@ impl Gateway {
             pricing: call.model.pricing,
             limit,
             recorded: false,
+            metrics: self.metrics.clone(),
         }
     }
 

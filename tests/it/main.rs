@@ -7,6 +7,7 @@ mod cli;
 mod config_fixtures;
 mod control;
 mod failover;
+mod metrics;
 mod mock_selftest;
 #[path = "../common/mock_upstream.rs"]
 mod mock_upstream;
