@@ -128,6 +128,10 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     // Background writers stop only after the servers have drained, so
     // nothing in-flight loses its usage record.
     let background = CancellationToken::new();
+    // The data plane's runtimes outlive everything else: connections (to
+    // the database, to Redis) opened from a request stay usable until the
+    // end.
+    let linger = CancellationToken::new();
     let refresher = keys.spawn_refresher(background.clone());
     let (usage, usage_writer) = usage::spawn_writer(store.clone(), background.clone());
     let reloader = watch::spawn(handle.clone(), shutdown.clone());
@@ -154,10 +158,11 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     let data = bind(data_addr).await?;
     tracing::info!("data plane listening on http://{}", data.local_addr()?);
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(serve(
+    servers.spawn(serve_data(
         data,
         http::data::router(state.clone()),
         shutdown.clone(),
+        linger.clone(),
     ));
 
     match settings.control_port {
@@ -200,6 +205,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     let _ = refresher.await;
     let _ = budgets.await;
     store.close().await;
+    linger.cancel();
     tracing::info!("stopped");
     result
 }
@@ -228,6 +234,121 @@ async fn serve(
     )
     .with_graceful_shutdown(async move { shutdown.cancelled().await })
     .await
+}
+
+/// The data plane: one single-threaded runtime per core, each serving the
+/// connections the acceptor hands it (round robin). A connection's request,
+/// its upstream call and the upstream connection's task then run on one
+/// thread, instead of waking each other across a work-stealing pool's
+/// threads several times per request.
+async fn serve_data(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: CancellationToken,
+    linger: CancellationToken,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut workers = Vec::with_capacity(threads);
+    let mut done = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (app, shutdown, linger) = (app.clone(), shutdown.clone(), linger.clone());
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("relay-data-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = done_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let result = rt.block_on(async move {
+                    axum::serve(Handed { rx, addr }, app)
+                        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                        .await
+                });
+                let _ = done_tx.send(result);
+                rt.block_on(linger.cancelled());
+            })?;
+        workers.push(tx);
+        done.push(done_rx);
+    }
+    let mut next = 0;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // As axum does: a connection that failed while queued is
+                // nothing; anything else (e.g. out of descriptors) waits.
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                ) {
+                    tracing::error!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                continue;
+            }
+        };
+        // Without TCP_NODELAY a response written in two pieces waits out the
+        // peer's delayed ACK (~40 ms).
+        let _ = tcp.set_nodelay(true);
+        if let Ok(std) = tcp.into_std() {
+            let _ = workers[next].send((std, peer));
+            next = (next + 1) % workers.len();
+        }
+    }
+    drop(workers);
+    let mut result = Ok(());
+    for d in done {
+        match d.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(std::io::Error::other("a data plane thread failed")),
+        }
+    }
+    result
+}
+
+/// Connections handed to one data plane thread by the acceptor.
+struct Handed {
+    rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl axum::serve::Listener for Handed {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.rx.recv().await {
+                // Registered with this thread's runtime here.
+                Some((std, peer)) => match tokio::net::TcpStream::from_std(std) {
+                    Ok(tcp) => return (tcp, peer),
+                    Err(e) => tracing::warn!(error = %e, "cannot take over a connection"),
+                },
+                // The acceptor stopped: shutdown is under way.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
 }
 
 async fn shutdown_signal() {

@@ -144,6 +144,14 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
         while let Some(key) = map.next_key::<Key<'de>>()? {
+            // Parsers disagree on duplicates (relay would read the first,
+            // many upstreams the last), so one body could mean two things.
+            if fields.iter().any(|(k, _)| *k == key.0) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate top-level field `{}`; send each field once",
+                    key.0
+                )));
+            }
             let value: &'de RawValue = map.next_value()?;
             fields.push((key.0, value));
         }
@@ -192,6 +200,17 @@ mod tests {
             out,
             r#"{"model":"up-1","messages":[{"role":"user","content":"hi \u00e9"}],"x_unknown":{"a":[1,2.50]},"stream":true,"stream_options":{"include_usage":true}}"#
         );
+    }
+
+    #[test]
+    fn duplicate_fields_are_refused() {
+        let err = RawObject::parse(br#"{"model":"a","stream":false,"stream":true}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("duplicate top-level field `stream`"), "{err}");
+        // Nested objects are the upstream's business.
+        assert!(RawObject::parse(br#"{"m":{"a":1,"a":2}}"#).is_ok());
     }
 
     #[test]

@@ -553,7 +553,11 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
         }
     }
     let base = h.base_url.trim_end_matches('/');
-    let parse = |path: &str| url::Url::parse(&format!("{base}{path}"));
+    // Checked (and normalised) as a URL, kept as the request URI.
+    let parse = |path: &str| {
+        let url = url::Url::parse(&format!("{base}{path}")).map_err(|e| e.to_string())?;
+        http::Uri::try_from(url.as_str()).map_err(|e| e.to_string())
+    };
     let urls = match (
         parse("/chat/completions"),
         parse("/messages"),
@@ -569,8 +573,7 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
             rep.at(d, Kind::Host, &h.name, "/base_url", Severity::Error, msg);
             // The snapshot is rejected for this error; the placeholder only
             // keeps the value well-typed (a constant that always parses).
-            let fallback =
-                url::Url::parse("http://invalid.invalid/").unwrap_or_else(|_| unreachable!());
+            let fallback = http::Uri::from_static("http://invalid.invalid/");
             UpstreamUrls {
                 chat_completions: fallback.clone(),
                 messages: fallback.clone(),

@@ -74,6 +74,8 @@ pub struct ReloadStatus {
     pub warnings: Vec<Problem>,
     pub reloads_applied: u64,
     pub reloads_failed: u64,
+    /// Watcher-triggered reloads that found the content already served.
+    pub reloads_unchanged: u64,
     /// True when the most recent attempt was rejected and the directory still
     /// differs from what is served.
     pub last_attempt_failed: bool,
@@ -103,6 +105,7 @@ impl ConfigHandle {
             warnings: snapshot.warnings.clone(),
             reloads_applied: 0,
             reloads_failed: 0,
+            reloads_unchanged: 0,
             last_attempt_failed: false,
             last_failed_reload: None,
         };
@@ -142,6 +145,7 @@ impl ConfigHandle {
                     status.last_attempt_failed = false;
                     if !force && revision == status.revision {
                         tracing::debug!(%revision, "config directory unchanged");
+                        status.reloads_unchanged += 1;
                         return ReloadOutcome::Unchanged { revision };
                     }
                     status.revision = revision.clone();

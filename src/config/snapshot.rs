@@ -104,11 +104,11 @@ pub struct Host {
 #[derive(Debug, Clone)]
 pub struct UpstreamUrls {
     /// `{base_url}/chat/completions` (openai adapter).
-    pub chat_completions: url::Url,
+    pub chat_completions: http::Uri,
     /// `{base_url}/messages` (anthropic adapter).
-    pub messages: url::Url,
+    pub messages: http::Uri,
     /// `{base_url}/embeddings` (openai adapter).
-    pub embeddings: url::Url,
+    pub embeddings: http::Uri,
 }
 
 #[derive(Debug)]

@@ -210,13 +210,13 @@ impl GatewayError {
         }
     }
 
-    pub(super) fn from_transport(host: &str, e: &reqwest::Error) -> GatewayError {
+    pub(super) fn from_transport(host: &str, e: &crate::upstream::TransportError) -> GatewayError {
         if e.is_timeout() {
             GatewayError::UpstreamTimeout {
                 host: host.to_string(),
             }
         } else {
-            // reqwest's Display omits the cause chain; the source says what
+            // hyper's Display omits the cause chain; the source says what
             // actually failed (refused, reset, DNS, TLS).
             let mut detail = e.to_string();
             let mut src = std::error::Error::source(e);
@@ -236,7 +236,7 @@ impl GatewayError {
         host: &Host,
         key: &HostKey,
         protocol: Protocol,
-        status: reqwest::StatusCode,
+        status: http::StatusCode,
         body: Bytes,
         retry_after: Option<String>,
     ) -> GatewayError {

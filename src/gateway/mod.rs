@@ -29,9 +29,10 @@ use crate::auth::{self, KeyCache, KeyEntry};
 use crate::config::snapshot::{Binding, Host, HostKey, Model, Snapshot};
 use crate::config::ConfigHandle;
 use crate::store::{now_ms, UsageRow};
+use crate::telemetry::metrics::Metrics;
 use crate::upstream::breaker::Breakers;
 use crate::upstream::classify::{self, Failure, FailureClass};
-use crate::upstream::{Upstreams, MAX_RESPONSE_BYTES};
+use crate::upstream::{self, Upstreams, MAX_RESPONSE_BYTES};
 
 /// Most upstream attempts one call makes, whatever the pool sizes.
 const MAX_ATTEMPTS: usize = 6;
@@ -94,6 +95,7 @@ pub struct Gateway {
     upstreams: Upstreams,
     usage: UsageSink,
     pub budgets: Arc<budget::Budgets>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Everything needed to record one call's usage, whenever it ends.
@@ -105,6 +107,7 @@ struct Ticket {
     /// Limit counters held for this call, settled when it ends.
     limit: Option<limits::Held>,
     recorded: bool,
+    metrics: Arc<Metrics>,
 }
 
 /// Status recorded when the client went away before the reply was done.
@@ -139,7 +142,8 @@ impl Ticket {
         }
         let u = usage.unwrap_or_default();
         self.row.status = i32::from(status);
-        self.row.latency_ms = self.started.elapsed().as_millis() as i64;
+        let elapsed = self.started.elapsed();
+        self.row.latency_ms = elapsed.as_millis() as i64;
         self.row.input_tokens = u.input_tokens as i64;
         self.row.output_tokens = u.output_tokens as i64;
         self.row.cache_read_tokens = u.cache_read_tokens as i64;
@@ -151,6 +155,9 @@ impl Ticket {
                 + u.cache_write_tokens as f64 * p.cache_write_per_mtok)
                 / 1_000_000.0
         });
+        let binding = self.row.binding.as_deref();
+        self.metrics
+            .record_call(&self.row.model, binding, status, elapsed, u);
         self.usage.record(std::mem::take(&mut self.row));
     }
 }
@@ -169,6 +176,7 @@ impl Gateway {
             upstreams: Upstreams::default(),
             usage,
             budgets: Arc::default(),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -249,7 +257,9 @@ impl Gateway {
                 .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         let model = Self::resolve(&snap, &key, &requested)?;
         if let Some(policy) = snap.policy(&key.policy) {
-            self.budgets.check(policy, &key.id, now_ms())?;
+            if let Err(err) = self.budgets.check(policy, &key.id, now_ms()) {
+                return Err(self.refused(model, started, err));
+            }
         }
         let admission = self.admission(&snap, &key, &obj, body.len());
 
@@ -269,10 +279,11 @@ impl Gateway {
                 limit,
                 retry_after_ms,
             }) => {
-                return Err(GatewayError::RateLimited {
+                let err = GatewayError::RateLimited {
                     limit,
                     retry_after_ms,
-                });
+                };
+                return Err(self.refused(model, started, err));
             }
             Err(plan::Refused::Exhausted(ex)) => {
                 let mut limit =
@@ -343,6 +354,8 @@ impl Gateway {
                         reopens = Some(reopens.map_or(at, |r| r.min(at)));
                     }
                     failures.push((names.0, names.1, failure.class));
+                    self.metrics
+                        .record_upstream_error(names.0, names.1, failure.class);
                     last = Some((err, attempt));
                 }
             }
@@ -371,6 +384,19 @@ impl Gateway {
         );
         ticket.finish(err.status().as_u16(), None);
         Err(err)
+    }
+
+    /// A call refused before any upstream attempt: counted, then returned.
+    fn refused(&self, model: &Model, started: Instant, err: GatewayError) -> GatewayError {
+        let status = err.status().as_u16();
+        self.metrics.record_call(
+            &model.name,
+            None,
+            status,
+            started.elapsed(),
+            Usage::default(),
+        );
+        err
     }
 
     /// The admission this call asks for, when the key's policy has limits.
@@ -441,19 +467,41 @@ impl Gateway {
             (Some(_), Protocol::OpenAi) => Endpoint::ChatCompletions,
             (Some(_), Protocol::Anthropic) => Endpoint::Messages,
         };
-        let request = self
-            .upstream_request(
-                upstream_endpoint,
-                binding,
-                host,
-                host_key,
-                call.headers,
-                upstream_body,
-            )
-            .map_err(final_err)?
-            .timeout(budget);
-
-        let response = match request.send().await {
+        let request = match upstream_request(
+            upstream_endpoint,
+            binding,
+            host,
+            host_key,
+            call.headers,
+            upstream_body,
+        ) {
+            Ok(r) => r,
+            Err(detail) => {
+                let err = GatewayError::UpstreamUnreachable {
+                    host: host.name.clone(),
+                    detail,
+                };
+                return Err(Outcome::Retry(
+                    err,
+                    Failure {
+                        class: FailureClass::ServerError,
+                        retry_after: None,
+                    },
+                ));
+            }
+        };
+        let sent_at = Instant::now();
+        let sent = self
+            .upstreams
+            .send(host.connect_timeout, request, budget)
+            .await
+            .map_err(|e| {
+                final_err(GatewayError::UpstreamUnreachable {
+                    host: host.name.clone(),
+                    detail: e.to_string(),
+                })
+            })?;
+        let mut response = match sent {
             Ok(r) => r,
             Err(e) => {
                 let err = GatewayError::from_transport(&host.name, &e);
@@ -466,14 +514,16 @@ impl Gateway {
                 ));
             }
         };
-        let status = response.status();
+        self.metrics
+            .record_upstream(&call.model.name, &binding.name, sent_at.elapsed());
+        let status = response.status;
         if !status.is_success() {
-            let upstream_headers = response.headers().clone();
+            let upstream_headers = std::mem::take(&mut response.headers);
             let retry_after = upstream_headers
                 .get(http::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .map(String::from);
-            let body = read_limited(response).await.unwrap_or_default();
+            let body = read_limited(response.body).await.unwrap_or_default();
             let failure =
                 classify::classify_status(adapter, status.as_u16(), &upstream_headers, &body);
             let err = GatewayError::from_upstream_status(
@@ -485,6 +535,8 @@ impl Gateway {
                 retry_after,
             );
             if failure.class == FailureClass::ClientError {
+                self.metrics
+                    .record_upstream_error(&host.name, &host_key.name, failure.class);
                 let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
                 ticket.finish(status.as_u16(), None);
                 return Err(final_err(err));
@@ -496,7 +548,7 @@ impl Gateway {
         if call.stream {
             // Read the first chunk before committing: a stream that fails
             // before its first byte is retried like any server error.
-            let mut upstream = response.bytes_stream().boxed();
+            let mut upstream = response.body;
             let first = match upstream.next().await {
                 Some(Ok(chunk)) => chunk,
                 Some(Err(e)) => {
@@ -554,6 +606,12 @@ impl Gateway {
             let (fingerprint, settings) = (host_key.fingerprint.clone(), host.breaker);
             let names = (host.name.clone(), host_key.name.clone());
             let body = stream::relay(first, upstream, watch, client, move |status, usage| {
+                if status == stream::BROKEN_STREAM {
+                    let class = FailureClass::ServerError;
+                    ticket
+                        .metrics
+                        .record_upstream_error(&names.0, &names.1, class);
+                }
                 ticket.finish(status, usage);
                 if status == stream::BROKEN_STREAM {
                     let failure = Failure {
@@ -581,7 +639,7 @@ impl Gateway {
         };
         // Nothing has reached the client yet: a body that breaks off (reset,
         // timeout mid-body) is a server error like any other, and retried.
-        let body = match read_limited(response).await {
+        let body = match read_limited(response.body).await {
             Ok(b) => b,
             Err(detail) => {
                 let failure = Failure {
@@ -693,57 +751,81 @@ impl Gateway {
             pricing: call.model.pricing,
             limit,
             recorded: false,
+            metrics: self.metrics.clone(),
         }
     }
+}
 
-    fn upstream_request(
-        &self,
-        endpoint: Endpoint,
-        binding: &Binding,
-        host: &Host,
-        key: &HostKey,
-        client_headers: &HeaderMap,
-        body: Vec<u8>,
-    ) -> Result<reqwest::RequestBuilder, GatewayError> {
-        let client = self.upstreams.client(host.connect_timeout).map_err(|e| {
-            GatewayError::UpstreamUnreachable {
-                host: host.name.clone(),
-                detail: e.to_string(),
-            }
-        })?;
-        let url = match endpoint {
-            Endpoint::ChatCompletions => host.urls.chat_completions.clone(),
-            Endpoint::Messages => host.urls.messages.clone(),
-            Endpoint::Embeddings => host.urls.embeddings.clone(),
-        };
-        let mut req = client
-            .post(url)
-            .timeout(host.timeout)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json, text/event-stream");
-        for (name, value) in &host.headers {
-            req = req.header(name.as_str(), value.as_str());
-        }
-        // Only the adapter's own credential header goes upstream; the
-        // client's relay key never does.
-        req = match Protocol::from(binding.adapter) {
-            Protocol::OpenAi => req.bearer_auth(key.secret.expose()),
-            Protocol::Anthropic => {
-                let version = client_headers
-                    .get("anthropic-version")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or(anthropic::API_VERSION);
-                let mut r = req
-                    .header("x-api-key", key.secret.expose())
-                    .header("anthropic-version", version);
-                if let Some(beta) = client_headers.get("anthropic-beta") {
-                    r = r.header("anthropic-beta", beta.clone());
-                }
-                r
-            }
-        };
-        Ok(req.body(body))
+/// The upstream request for one attempt; `Err` names a header that cannot
+/// be sent.
+fn upstream_request(
+    endpoint: Endpoint,
+    binding: &Binding,
+    host: &Host,
+    key: &HostKey,
+    client_headers: &HeaderMap,
+    body: Vec<u8>,
+) -> Result<upstream::Request, String> {
+    let uri = match endpoint {
+        Endpoint::ChatCompletions => host.urls.chat_completions.clone(),
+        Endpoint::Messages => host.urls.messages.clone(),
+        Endpoint::Embeddings => host.urls.embeddings.clone(),
+    };
+    let mut req = upstream::Request::new(http_body_util::Full::new(Bytes::from(body)));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = uri;
+    let h = req.headers_mut();
+    h.reserve(6 + host.headers.len());
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        http::header::ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
+    h.insert(
+        http::header::USER_AGENT,
+        HeaderValue::from_static(upstream::USER_AGENT),
+    );
+    for (name, value) in &host.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| format!("host header `{name}` is not a valid header name: {e}"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|e| format!("host header `{name}` has an invalid value: {e}"))?;
+        h.append(name, value);
     }
+    // Only the adapter's own credential header goes upstream; the client's
+    // relay key never does.
+    let secret = |v: &str| {
+        HeaderValue::from_str(v)
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            })
+            .map_err(|_| format!("key `{}` is not a valid header value", key.name))
+    };
+    match Protocol::from(binding.adapter) {
+        Protocol::OpenAi => {
+            h.insert(
+                http::header::AUTHORIZATION,
+                secret(&format!("Bearer {}", key.secret.expose()))?,
+            );
+        }
+        Protocol::Anthropic => {
+            h.insert("x-api-key", secret(key.secret.expose())?);
+            let version = client_headers
+                .get("anthropic-version")
+                .filter(|v| v.to_str().is_ok())
+                .cloned()
+                .unwrap_or(HeaderValue::from_static(anthropic::API_VERSION));
+            h.insert("anthropic-version", version);
+            if let Some(beta) = client_headers.get("anthropic-beta") {
+                h.insert("anthropic-beta", beta.clone());
+            }
+        }
+    }
+    Ok(req)
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -753,7 +835,7 @@ struct StreamOptions {
 }
 
 /// Reads a whole (non-streamed) upstream body, refusing absurd sizes.
-async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, String> {
+async fn read_limited(mut response: upstream::Body) -> Result<Bytes, String> {
     if response
         .content_length()
         .is_some_and(|n| n as usize > MAX_RESPONSE_BYTES)
@@ -763,12 +845,12 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, String> 
         ));
     }
     // Most bodies arrive in one chunk: hand it over without copying.
-    let first = match response.chunk().await {
+    let first = match response.next().await.transpose() {
         Ok(Some(c)) => c,
         Ok(None) => return Ok(Bytes::new()),
         Err(e) => return Err(format!("reading the upstream response failed: {e}")),
     };
-    let mut buf = match response.chunk().await {
+    let mut buf = match response.next().await.transpose() {
         Ok(None) => return Ok(first),
         Ok(Some(second)) => {
             let mut b = bytes::BytesMut::with_capacity(first.len() + second.len());
@@ -779,7 +861,7 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, String> 
         Err(e) => return Err(format!("reading the upstream response failed: {e}")),
     };
     loop {
-        match response.chunk().await {
+        match response.next().await.transpose() {
             Ok(Some(c)) => {
                 if buf.len() + c.len() > MAX_RESPONSE_BYTES {
                     return Err(format!(

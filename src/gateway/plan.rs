@@ -120,13 +120,18 @@ pub async fn plan<'s>(
     let mut records = records.into_iter();
     let now = now_ms();
 
+    // Round-robin turns and LRU reads of every host at once: with Redis one
+    // round trip in all, not one per binding.
+    let orders =
+        futures_util::future::join_all(hosts.iter().map(|h| selection_order(h, breakers))).await;
+
     let mut attempts = Vec::new();
     let mut reopens: Option<i64> = None;
-    for (binding, host) in bindings.iter().zip(&hosts) {
+    for ((binding, host), order) in bindings.iter().zip(&hosts).zip(orders) {
         let recs: Vec<Option<BreakerRecord>> =
             host.keys.iter().map(|_| records.next().flatten()).collect();
         let mut usable = Vec::new();
-        for i in selection_order(host, breakers).await {
+        for i in order {
             let key = &host.keys[i];
             let rec = recs[i].clone();
             let probe = match rec.as_ref().map(|r| r.health(now)) {

@@ -11,6 +11,7 @@ use futures_util::stream::{BoxStream, StreamExt};
 
 use crate::adapters::translate::StreamTranslator;
 use crate::adapters::{anthropic, openai, sse, Protocol, Seen, Usage};
+use crate::upstream::{self, TransportError};
 
 pub enum Watch {
     OpenAi(openai::StreamWatch),
@@ -68,7 +69,10 @@ impl<F: FnOnce(u16, Option<Usage>)> Drop for OnEnd<F> {
 }
 
 struct State<F: FnOnce(u16, Option<Usage>)> {
-    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    upstream: futures_util::stream::Chain<
+        futures_util::stream::Once<std::future::Ready<Result<Bytes, TransportError>>>,
+        upstream::Body,
+    >,
     splitter: sse::Splitter,
     end: OnEnd<F>,
     client: Protocol,
@@ -86,7 +90,7 @@ const CLIENT_CLOSED: u16 = 499;
 /// byte can still be retried elsewhere).
 pub fn relay<F>(
     first: Bytes,
-    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    upstream: upstream::Body,
     watch: Watch,
     client: Protocol,
     done: F,
@@ -95,9 +99,7 @@ where
     F: FnOnce(u16, Option<Usage>) + Send + 'static,
 {
     let state = State {
-        upstream: futures_util::stream::once(async move { Ok(first) })
-            .chain(upstream)
-            .boxed(),
+        upstream: futures_util::stream::once(std::future::ready(Ok(first))).chain(upstream),
         splitter: sse::Splitter::default(),
         end: OnEnd {
             done: Some(done),

@@ -21,6 +21,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/session", get(session::whoami))
         .route("/api/openapi.json", get(openapi))
         .route("/api/config", get(config_view))
+        .route("/metrics", get(super::metrics::metrics))
         .route("/api/config/status", get(config_status))
         .route("/api/config/reload", post(config_reload))
         .route("/api/keys", post(create_key).get(list_keys))

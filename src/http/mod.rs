@@ -5,6 +5,7 @@ pub mod config_view;
 pub mod control;
 pub mod data;
 pub mod error;
+pub mod metrics;
 pub mod session;
 
 use std::sync::Arc;

@@ -99,32 +99,56 @@ const COLUMNS: &str =
     "at, request_id, key_id, model, binding, host, status, latency_ms, input_tokens, \
                        output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, streamed";
 
+/// Most rows one usage INSERT carries (14 parameters each, well inside
+/// SQLite's and PostgreSQL's limits).
+const INSERT_CHUNK: usize = 128;
+
+/// `rows` split into chunks whose sizes are powers of two, largest first.
+fn usage_chunks(mut rows: &[UsageRow]) -> impl Iterator<Item = &[UsageRow]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let n = INSERT_CHUNK.min(1 << rows.len().ilog2());
+        let (chunk, rest) = rows.split_at(n);
+        rows = rest;
+        Some(chunk)
+    })
+}
+
 impl Store {
-    /// Inserts a batch in one statement.
+    /// Inserts a batch in one transaction. Rows go in chunks of a few fixed
+    /// sizes (powers of two up to [`INSERT_CHUNK`]), so the statements stay
+    /// few and the database reuses their prepared form instead of parsing a
+    /// new statement for every batch size.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
-        with_pool!(self, p => {
-            let mut qb = QueryBuilder::new(format!("INSERT INTO usage_records ({COLUMNS}) "));
-            qb.push_values(rows, |mut b, r| {
-                b.push_bind(r.at)
-                    .push_bind(&r.request_id)
-                    .push_bind(&r.key_id)
-                    .push_bind(&r.model)
-                    .push_bind(&r.binding)
-                    .push_bind(&r.host)
-                    .push_bind(r.status)
-                    .push_bind(r.latency_ms)
-                    .push_bind(r.input_tokens)
-                    .push_bind(r.output_tokens)
-                    .push_bind(r.cache_read_tokens)
-                    .push_bind(r.cache_write_tokens)
-                    .push_bind(r.cost_usd)
-                    .push_bind(r.streamed);
-            });
-            qb.build().execute(p).await.map(|_| ())
-        })?;
+        with_pool!(self, p => async {
+            let mut tx = p.begin().await?;
+            for chunk in usage_chunks(rows) {
+                let mut qb = QueryBuilder::new(format!("INSERT INTO usage_records ({COLUMNS}) "));
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.at)
+                        .push_bind(&r.request_id)
+                        .push_bind(&r.key_id)
+                        .push_bind(&r.model)
+                        .push_bind(&r.binding)
+                        .push_bind(&r.host)
+                        .push_bind(r.status)
+                        .push_bind(r.latency_ms)
+                        .push_bind(r.input_tokens)
+                        .push_bind(r.output_tokens)
+                        .push_bind(r.cache_read_tokens)
+                        .push_bind(r.cache_write_tokens)
+                        .push_bind(r.cost_usd)
+                        .push_bind(r.streamed);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }.await)?;
         Ok(())
     }
 
@@ -372,5 +396,19 @@ mod tests {
             .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
             .await
             .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_chunks_cover_the_batch_in_few_sizes() {
+        let rows = vec![UsageRow::default(); 500];
+        let sizes: Vec<usize> = usage_chunks(&rows).map(<[UsageRow]>::len).collect();
+        assert_eq!(sizes, [128, 128, 128, 64, 32, 16, 4]);
+        assert_eq!(usage_chunks(&rows[..1]).count(), 1);
+        assert_eq!(usage_chunks(&rows[..0]).count(), 0);
     }
 }

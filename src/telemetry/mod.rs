@@ -1,5 +1,8 @@
 //! Tracing setup. Logs go to stderr so stdout stays clean for command output
 //! (`relay keys create` prints a key there, `validate --format json` JSON).
+//! Prometheus metrics live in [`metrics`].
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 

@@ -17,7 +17,13 @@
 //! - `PROXY_BENCH_SECS` — measured seconds per phase (default 4; warm-up is 1 s);
 //! - `PROXY_BENCH_RELAY` — path of the relay binary to use (skips the build);
 //! - `PROXY_BENCH_PERF=1` — run `perf record -g` on relay during the N = 64 phase, writing
-//!   `target/proxy-bench.perf.data` (inspect with `perf report -i … --no-children`).
+//!   `target/proxy-bench.perf.data` (inspect with `perf report -i … --no-children`);
+//! - `PROXY_BENCH_COUNT=R` — count mode, for instruction counts that a busy machine does not
+//!   blur: instead of the timed phases, send exactly R requests through relay (over
+//!   `PROXY_BENCH_CONC` connections, default 1; streaming when `PROXY_BENCH_STREAM=1`), then stop
+//!   relay with SIGTERM and wait for it to exit. Point `PROXY_BENCH_RELAY` at a wrapper that runs
+//!   `relay` under `valgrind --tool=callgrind` and compare the totals of two counts (e.g. R = 0 and
+//!   R = 2000) to get instructions per request; `ci/callgrind-proxy.sh` does exactly that.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -101,6 +107,28 @@ fn main() {
             }
         }
     });
+
+    if let Some(count) = std::env::var("PROXY_BENCH_COUNT")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        let conc: usize = std::env::var("PROXY_BENCH_CONC")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1)
+            .max(1);
+        let stream = std::env::var("PROXY_BENCH_STREAM").is_ok_and(|v| v == "1");
+        let body = if stream { STREAM_BODY } else { BODY };
+        let t0 = Instant::now();
+        let errors = rt.block_on(count_phase(&via_relay, body, count, conc, stream));
+        println!(
+            "proxy_bench: count mode: {count} {} requests over {conc} connection(s) in {:.2} s, {errors} errors",
+            if stream { "streaming" } else { "plain" },
+            t0.elapsed().as_secs_f64()
+        );
+        relay.terminate();
+        return;
+    }
 
     println!(
         "proxy_bench: {} cores, load generator 1 thread, mock 1 thread, relay pid {}; {} s measured per phase after {} s warm-up",
@@ -343,6 +371,43 @@ async fn run_phase(t: &Target, body: &str, n: usize, measure: Duration, stream: 
     all.lat.sort_unstable();
     all.ttfb.sort_unstable();
     all
+}
+
+/// Exactly `count` requests over `conc` connections; the number of errors.
+async fn count_phase(t: &Target, body: &str, count: usize, conc: usize, stream: bool) -> u64 {
+    let req = Arc::new(t.request(body));
+    let mut tasks = Vec::with_capacity(conc);
+    for i in 0..conc {
+        let n = count / conc + usize::from(i < count % conc);
+        let (addr, req) = (t.addr, req.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut errors = 0;
+            let mut conn: Option<Client> = None;
+            for _ in 0..n {
+                let c = match conn.as_mut() {
+                    Some(c) => c,
+                    None => conn.insert(Client::connect(addr).await.unwrap()),
+                };
+                match c.send(&req, stream).await {
+                    Ok(r) if r.status == 200 && !r.close => {}
+                    Ok(r) => {
+                        errors += u64::from(r.status != 200);
+                        conn = None;
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        conn = None;
+                    }
+                }
+            }
+            errors
+        }));
+    }
+    let mut errors = 0;
+    for task in tasks {
+        errors += task.await.unwrap();
+    }
+    errors
 }
 
 async fn worker(
@@ -669,7 +734,7 @@ impl RelayProc {
         });
 
         let marker = "data plane listening on http://";
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(120);
         let addr = loop {
             let found = logs.lock().unwrap().iter().find_map(|l| {
                 let rest = &l[l.find(marker)? + marker.len()..];
@@ -710,6 +775,21 @@ impl RelayProc {
 
     fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, then waits (up to a minute) for relay to exit on its own, so that a wrapper
+    /// such as valgrind can write its report.
+    fn terminate(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

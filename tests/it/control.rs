@@ -508,6 +508,7 @@ async fn openapi_document_matches_the_routes() {
     documented.sort();
     let mut served: Vec<(String, String)> = [
         ("GET", "/version"),
+        ("GET", "/metrics"),
         ("POST", "/login"),
         ("POST", "/logout"),
         ("GET", "/api/session"),

@@ -562,9 +562,17 @@ async fn concurrency_and_token_limits_answer_429_in_the_callers_protocol(
     })
     .await;
     // One slow request holds the only slot.
-    let slow = p.call_with("[[fault:slow:800]] hold");
+    let slow = p.call_with("[[fault:slow:1500]] hold");
     let (first, second) = tokio::join!(slow, async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Once the upstream has the slow call, its slot is surely taken.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while p.hits("a") == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "slow call never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         p.relay
             .http
             .post(p.relay.data("/v1/messages"))

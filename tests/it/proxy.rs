@@ -183,6 +183,24 @@ async fn access_checks_follow_the_seed_in_both_protocols() {
     )
     .await;
     assert_eq!(st, 400, "not an object");
+    let r = s
+        .relay
+        .http
+        .post(s.relay.data("/v1/chat/completions"))
+        .bearer_auth(&s.key)
+        .body(r#"{"model":"gpt-test","stream":false,"messages":[],"stream":true}"#)
+        .send()
+        .await
+        .unwrap();
+    let (st, body) = error_of(r).await;
+    assert_eq!(st, 400, "duplicate field");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate top-level field `stream`"),
+        "{body}"
+    );
     assert!(
         s.mock.requests().iter().all(|r| r.body["model"] != "nope"),
         "refused calls never reach upstream"

@@ -617,7 +617,10 @@ pub async fn usage_for(relay: &Relay, key_id: &str, want: usize) -> serde_json::
         let v = relay
             .admin_get(&format!("/api/usage?key_id={key_id}"))
             .await;
-        if v["records"].as_array().unwrap().len() >= want {
+        // Totals and records are two queries: wait until both see them.
+        if v["records"].as_array().unwrap().len() >= want
+            && v["totals"]["requests"].as_u64().unwrap_or(0) >= want as u64
+        {
             return v;
         }
         assert!(Instant::now() < deadline, "usage not recorded: {v}");
