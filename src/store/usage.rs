@@ -397,11 +397,6 @@ mod tests {
             .await
             .unwrap();
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn usage_chunks_cover_the_batch_in_few_sizes() {
