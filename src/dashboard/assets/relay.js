@@ -62,9 +62,8 @@
     },
     async "reset-breakers"(b) {
       const body = b.dataset.host ? { host: b.dataset.host } : {};
-      const r = await api("POST", "/api/breakers/reset", body);
+      await api("POST", "/api/breakers/reset", body);
       location.reload();
-      flash(`${r.cleared} breaker records cleared.`, "success");
     },
     async "reload-config"() {
       const r = await fetch("/api/config/reload", {
@@ -121,7 +120,6 @@
         document.getElementById("new-key").hidden = false;
         create.reset();
         await refresh("#keys-table");
-        flash("", "success");
         document.getElementById("flash").replaceChildren();
       } catch (err) {
         flash(err.message, "error");
