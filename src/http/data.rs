@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -33,31 +33,75 @@ pub fn router(state: AppState) -> Router {
         .route("/openai/v1/models", get(models))
         .route("/anthropic/v1/models", get(models))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(state)
 }
 
-async fn chat(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    inference(s, Endpoint::ChatCompletions, headers, body).await
+async fn chat(State(s): State<AppState>, req: Request) -> Response {
+    inference(s, Endpoint::ChatCompletions, req).await
 }
 
-async fn messages(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    inference(s, Endpoint::Messages, headers, body).await
+async fn messages(State(s): State<AppState>, req: Request) -> Response {
+    inference(s, Endpoint::Messages, req).await
 }
 
-async fn embeddings(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    inference(s, Endpoint::Embeddings, headers, body).await
+async fn embeddings(State(s): State<AppState>, req: Request) -> Response {
+    inference(s, Endpoint::Embeddings, req).await
 }
 
-async fn inference(s: AppState, endpoint: Endpoint, headers: HeaderMap, body: Bytes) -> Response {
+/// Takes the request whole (extracting `HeaderMap` would copy the headers
+/// on every call) and reads the body itself, so an oversized or broken body
+/// is answered in the caller's protocol.
+async fn inference(s: AppState, endpoint: Endpoint, req: Request) -> Response {
     let protocol = endpoint.protocol();
-    let key = match s.gateway.authenticate(presented_key(&headers, protocol)) {
+    let (parts, body) = req.into_parts();
+    let key = match s
+        .gateway
+        .authenticate(presented_key(&parts.headers, protocol))
+    {
         Ok(k) => k,
         Err(e) => return render_gateway_error(protocol, e),
     };
-    match s.gateway.call(endpoint, key, &headers, body).await {
+    let body = match read_body(&parts.headers, body).await {
+        Ok(b) => b,
+        Err((status, msg)) => {
+            return json_response(
+                status,
+                protocol.error_body(status.as_u16(), &msg, "invalid_request"),
+            )
+        }
+    };
+    match s.gateway.call(endpoint, key, &parts.headers, body).await {
         Ok(reply) => reply_response(reply),
         Err(e) => render_gateway_error(protocol, e),
+    }
+}
+
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, (StatusCode, String)> {
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body is larger than relay accepts ({} MiB); send less context, or fewer or smaller images",
+                MAX_REQUEST_BYTES >> 20
+            ),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
+        return Err(too_large());
+    }
+    match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_REQUEST_BYTES))
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err((
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {e}"),
+        )),
     }
 }
 

@@ -201,6 +201,51 @@ async fn access_checks_follow_the_seed_in_both_protocols() {
             .contains("duplicate top-level field `stream`"),
         "{body}"
     );
+
+    // Oversized bodies: 413 in the caller's protocol, whether the length
+    // is declared up front or only found while reading a chunked body.
+    // A declared length is refused before any of the body is read.
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: relay\r\nx-api-key: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        s.key,
+        (32u64 << 20) + 1
+    );
+    let mut tcp = tokio::net::TcpStream::connect(s.relay.data_url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, head.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut answer)
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""type":"request_too_large""#), "{answer}");
+    let big = vec![b' '; (32 << 20) + 1];
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(1 << 20).map(|c| Ok(c.to_vec())).collect();
+    let r = s
+        .relay
+        .http
+        .post(s.relay.data("/v1/chat/completions"))
+        .bearer_auth(&s.key)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    let (st, body) = error_of(r).await;
+    assert_eq!(st, 413);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than relay accepts (32 MiB)"),
+        "{body}"
+    );
     assert!(
         s.mock.requests().iter().all(|r| r.body["model"] != "nope"),
         "refused calls never reach upstream"
