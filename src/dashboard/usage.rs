@@ -76,10 +76,11 @@ pub(crate) async fn page(
     };
     let keys = state.store.list_keys().await.unwrap_or_default();
     let data = async {
+        let (totals, records) = state.store.usage_report(&q).await?;
         Ok::<_, crate::store::StoreError>((
             state.store.usage_series(range.3, &q).await?,
-            state.store.usage_totals(&q).await?,
-            state.store.usage(&q).await?,
+            totals,
+            records,
         ))
     }
     .await;

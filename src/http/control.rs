@@ -213,8 +213,7 @@ async fn usage(
     State(state): State<AppState>,
     Query(q): Query<crate::store::UsageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let totals = state.store.usage_totals(&q).await?;
-    let records = state.store.usage(&q).await?;
+    let (totals, records) = state.store.usage_report(&q).await?;
     Ok(Json(json!({ "totals": totals, "records": records })))
 }
 

@@ -173,29 +173,68 @@ impl Store {
     }
 
     /// Matching records, newest first.
-    pub async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+    fn records_query<'a, DB: sqlx::Database>(q: &'a UsageQuery) -> QueryBuilder<'a, DB>
+    where
+        String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    {
         let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-        Ok(with_pool!(self, p => {
-            let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM usage_records"));
-            Self::usage_filter(&mut qb, q);
-            qb.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(limit);
-            qb.build_query_as::<UsageRow>().fetch_all(p).await
-        })?)
+        let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM usage_records"));
+        Self::usage_filter(&mut qb, q);
+        qb.push(" ORDER BY at DESC, id DESC LIMIT ")
+            .push_bind(limit);
+        qb
+    }
+
+    fn totals_query<'a, DB: sqlx::Database>(q: &'a UsageQuery) -> QueryBuilder<'a, DB>
+    where
+        String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    {
+        let mut qb = QueryBuilder::new(
+            "SELECT COUNT(*) AS requests, \
+             CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
+             CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
+             CAST(COALESCE(SUM(cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens, \
+             CAST(COALESCE(SUM(cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens, \
+             CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd FROM usage_records",
+        );
+        Self::usage_filter(&mut qb, q);
+        qb
     }
 
     pub async fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals, StoreError> {
-        Ok(with_pool!(self, p => {
-            let mut qb = QueryBuilder::new(
-                "SELECT COUNT(*) AS requests, \
-                 CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
-                 CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
-                 CAST(COALESCE(SUM(cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens, \
-                 CAST(COALESCE(SUM(cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens, \
-                 CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd FROM usage_records",
-            );
-            Self::usage_filter(&mut qb, q);
-            qb.build_query_as::<UsageTotals>().fetch_one(p).await
-        })?)
+        Ok(
+            with_pool!(self, p => Self::totals_query(q).build_query_as::<UsageTotals>().fetch_one(p).await)?,
+        )
+    }
+
+    /// Totals and the newest records from one snapshot of the table, so a
+    /// batch written in between cannot make them disagree.
+    pub async fn usage_report(
+        &self,
+        q: &UsageQuery,
+    ) -> Result<(UsageTotals, Vec<UsageRow>), StoreError> {
+        let repeatable = matches!(self, Store::Postgres(_));
+        Ok(with_pool!(self, p => async {
+            let mut tx = p.begin().await?;
+            if repeatable {
+                // SQLite's read transaction is a snapshot already.
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let totals = Self::totals_query(q)
+                .build_query_as::<UsageTotals>()
+                .fetch_one(&mut *tx)
+                .await?;
+            let records = Self::records_query(q)
+                .build_query_as::<UsageRow>()
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>((totals, records))
+        }.await)?)
     }
 
     /// Usage per bucket over `[from, to)`, every bucket present (empty ones

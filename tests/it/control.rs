@@ -345,11 +345,14 @@ async fn postgres_sessions_and_secure_cookie_default() {
         .await
         .unwrap();
     assert_eq!(me["name"], "alice");
-    let rows = psql(
-        db.url().as_deref().unwrap(),
-        "SELECT user_name FROM dashboard_sessions",
-    );
+    let url = db.url().unwrap();
+    let rows = psql(&url, "SELECT user_name FROM dashboard_sessions");
     assert_eq!(rows.trim(), "alice");
+    // An expired session is refused like a signed-out one.
+    psql(&url, "UPDATE dashboard_sessions SET expires_at = 1");
+    let r = session.get(&relay, "/api/session").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(message(r).await.contains("expired"));
     drop(relay);
 
     let relay = RelayBuilder::new(&cfg.dir(), &cfg.data_dir())
