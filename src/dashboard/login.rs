@@ -35,7 +35,8 @@ pub(crate) fn safe_next(next: Option<&str>) -> &str {
 fn message(code: &str) -> &'static str {
     match code {
         "invalid" => "Wrong name or password. Names and passwords come from the `kind: User` documents in the config repository.",
-        "rate_limited" => "Too many failed attempts. Wait a minute, then try again.",
+        "rate_limited" => "Too many failed attempts. Wait a few minutes, then try again.",
+        "unavailable" => "relay could not store your session: its database is unreachable. Check /healthz on the data plane and relay's log.",
         "no_users" => "No dashboard users are configured. Add a `kind: User` document to the config repository (hash the password with `relay user hash-password`), or use the admin password relay printed on its first boot.",
         "csrf" => "Your session form expired. Sign in again.",
         "expired" => "Your session ended. Sign in again.",

@@ -268,6 +268,8 @@ enum LoginRefused {
     RateLimited,
     NoUsers,
     BadRequest,
+    /// The session could not be stored.
+    Unavailable,
 }
 
 impl LoginRefused {
@@ -277,6 +279,7 @@ impl LoginRefused {
             LoginRefused::RateLimited => "rate_limited",
             LoginRefused::NoUsers => "no_users",
             LoginRefused::BadRequest => "bad_request",
+            LoginRefused::Unavailable => "unavailable",
         }
     }
 
@@ -294,6 +297,10 @@ impl LoginRefused {
             ),
             LoginRefused::BadRequest => ApiError::BadRequest(
                 "expected a form or JSON body with `name` and `password`".into(),
+            ),
+            LoginRefused::Unavailable => ApiError::Unavailable(
+                "cannot store the session: the runtime database is unreachable; check /healthz"
+                    .into(),
             ),
         }
     }
@@ -425,7 +432,7 @@ async fn attempt_login(
     };
     if let Err(e) = state.store.insert_session(&row).await {
         tracing::error!(error = %e, "cannot store the dashboard session");
-        return Err(LoginRefused::Invalid);
+        return Err(LoginRefused::Unavailable);
     }
     tracing::info!(user = %form.name, addr, "dashboard login");
     let principal = Principal {

@@ -503,6 +503,7 @@ async fn replicas_share_breakers_rate_limits_and_key_state() {
         .env("RELAY_STATE_URL", &redis)
         .env("RELAY_DATABASE_URL", &pg.url);
     let b = a.values.iter().fold(b, |b, (k, v)| b.env(k, v)).start();
+    clear_of_minute_boundary().await;
     assert_eq!(a.call().await.status(), 200, "A trips `bad`");
     assert_eq!(a.hits("bad"), 1);
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "x"}]});
@@ -594,10 +595,17 @@ async fn concurrency_and_token_limits_answer_429_in_the_callers_protocol(
     let big =
         json!({"model": "m", "max_tokens": 5000, "messages": [{"role": "user", "content": "x"}]});
     // (The slow call's slot is given back just after its reply: until then
-    // the concurrency limit answers first.)
+    // the concurrency limit answers first. Windows are calendar minutes: a
+    // call in a fresh minute gets the whole budget, and the next is refused.)
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut fresh_minutes = 0;
     loop {
         let r = p.chat(big.clone()).await;
+        if r.status() == 200 {
+            fresh_minutes += 1;
+            assert!(fresh_minutes <= 1, "two fresh minutes in a row");
+            continue;
+        }
         assert_eq!(r.status(), 429);
         let text = r.text().await.unwrap();
         if text.contains("tokens_per_minute") {

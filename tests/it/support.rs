@@ -610,6 +610,19 @@ impl Stack {
     }
 }
 
+/// Rate limits count per calendar minute: a test that fills one sleeps
+/// past the next minute boundary when that boundary is under 5 s away.
+pub async fn clear_of_minute_boundary() {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        % 60_000;
+    if ms > 55_000 {
+        tokio::time::sleep(Duration::from_millis(60_000 - ms + 100)).await;
+    }
+}
+
 /// Polls the usage API until `want` records of `key_id` are there (10 s at most).
 pub async fn usage_for(relay: &Relay, key_id: &str, want: usize) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(10);
