@@ -26,7 +26,7 @@ pub use usage::UsageSink;
 use crate::adapters::body::RawObject;
 use crate::adapters::{anthropic, json_string, openai, translate, Protocol, Usage};
 use crate::auth::{self, KeyCache, KeyEntry};
-use crate::config::snapshot::{Binding, Host, HostKey, Model, Snapshot};
+use crate::config::snapshot::{Binding, Host, HostKey, Model, Policy, Snapshot};
 use crate::config::ConfigHandle;
 use crate::store::{now_ms, UsageRow};
 use crate::telemetry::metrics::Metrics;
@@ -256,12 +256,14 @@ impl Gateway {
                 .flag("stream")
                 .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         let model = Self::resolve(&snap, &key, &requested)?;
-        if let Some(policy) = snap.policy(&key.policy) {
+        // `resolve` has checked the grant, so the policy exists.
+        let policy = snap.policy(&key.policy);
+        if let Some(policy) = policy {
             if let Err(err) = self.budgets.check(policy, &key.id, now_ms()) {
                 return Err(self.refused(model, started, err));
             }
         }
-        let admission = self.admission(&snap, &key, &obj, body.len());
+        let admission = policy.and_then(|p| Self::admission(p, &key, &obj, body.len()));
 
         let call = Call {
             endpoint,
@@ -401,13 +403,12 @@ impl Gateway {
 
     /// The admission this call asks for, when the key's policy has limits.
     fn admission(
-        &self,
-        snap: &Snapshot,
+        policy: &Policy,
         key: &KeyEntry,
         obj: &RawObject<'_>,
         body_len: usize,
     ) -> Option<crate::state::Admission> {
-        let l = snap.policy(&key.policy)?.limits;
+        let l = policy.limits;
         if l.requests_per_minute.is_none()
             && l.tokens_per_minute.is_none()
             && l.max_concurrent_requests.is_none()

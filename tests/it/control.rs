@@ -84,6 +84,17 @@ impl Session {
             .header(COOKIE, &self.cookie)
     }
 
+    /// `GET /api/session` as this session.
+    async fn me(&self, relay: &Relay) -> Value {
+        self.get(relay, "/api/session")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     fn post(&self, relay: &Relay, path: &str) -> reqwest::RequestBuilder {
         client()
             .post(relay.control(path))
@@ -173,14 +184,7 @@ async fn sessions_roles_and_csrf() {
     );
 
     let alice = login(&relay, "alice", "alice-password").await;
-    let me: Value = alice
-        .get(&relay, "/api/session")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = alice.me(&relay).await;
     assert_eq!(me["name"], "alice");
     assert_eq!(me["role"], "admin");
     assert_eq!(me["via"], "session");
@@ -336,14 +340,7 @@ async fn postgres_sessions_and_secure_cookie_default() {
         cookie: set.split(';').next().unwrap().to_string(),
         csrf: String::new(),
     };
-    let me: Value = session
-        .get(&relay, "/api/session")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = session.me(&relay).await;
     assert_eq!(me["name"], "alice");
     let url = db.url().unwrap();
     let rows = psql(&url, "SELECT user_name FROM dashboard_sessions");
@@ -390,14 +387,7 @@ async fn standalone_first_boot_generates_admin_password_once() {
         assert_eq!(mode & 0o777, 0o600);
     }
     let admin = login(&relay, "admin", &password).await;
-    let me: Value = admin
-        .get(&relay, "/api/session")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = admin.me(&relay).await;
     assert_eq!(me["role"], "admin");
     // Without a token, bearer access is refused with a pointer to /login.
     let r = client()
