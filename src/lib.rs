@@ -10,6 +10,7 @@ pub mod config;
 pub mod dashboard;
 pub mod gateway;
 pub mod http;
+pub mod lifecycle;
 pub mod secrets;
 pub mod serve;
 pub mod state;

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -13,6 +14,7 @@ use crate::config::reload::LoadFailure;
 use crate::config::{watch, ConfigHandle, Problem};
 use crate::gateway::{usage, Gateway};
 use crate::http::{self, AppState};
+use crate::lifecycle::Lifecycle;
 use crate::secrets::{MasterKey, Secret};
 use crate::state::StateBackend;
 use crate::store::Store;
@@ -35,6 +37,11 @@ pub struct ServeSettings {
     pub database_url: Option<Secret>,
     /// `redis://…`; unset means in-process state.
     pub state_url: Option<Secret>,
+    /// After SIGTERM: how long `/readyz` says 503 while the listeners still
+    /// serve, so load balancers stop sending before relay stops accepting.
+    pub drain_delay: Duration,
+    /// Then: how long in-flight requests get before relay stops anyway.
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +126,8 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     )
     .await?;
     tracing::info!(backend = store.backend(), "runtime store ready");
+    let lifecycle = Arc::new(Lifecycle::new());
+    lifecycle.store_reached();
     let keys = Arc::new(KeyCache::load(store.clone()).await?);
     let state_backend = StateBackend::open(settings.state_url.as_ref().map(|u| u.expose())).await?;
     tracing::info!(backend = state_backend.name(), "state backend ready");
@@ -152,6 +161,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
         gateway,
         store: store.clone(),
         breakers,
+        lifecycle: lifecycle.clone(),
     };
 
     let data_addr = SocketAddr::new(settings.bind, settings.port);
@@ -182,23 +192,40 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
         None => tracing::info!("control plane disabled (RELAY_CONTROL_PORT=off)"),
     }
 
-    let signal_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        signal_shutdown.cancel();
-    });
+    let drain = tokio::spawn(drain_on_signal(
+        lifecycle,
+        settings.drain_delay,
+        shutdown.clone(),
+    ));
 
-    let mut result = Ok(());
-    while let Some(res) = servers.join_next().await {
-        let failed = match res {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => ServeError::Io(e),
-            Err(e) => ServeError::Config(format!("server task failed: {e}")),
-        };
-        shutdown.cancel();
-        result = Err(failed);
-    }
+    let servers_done = async {
+        let mut result = Ok(());
+        while let Some(res) = servers.join_next().await {
+            let failed = match res {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => ServeError::Io(e),
+                Err(e) => ServeError::Config(format!("server task failed: {e}")),
+            };
+            shutdown.cancel();
+            result = Err(failed);
+        }
+        result
+    };
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(settings.shutdown_timeout).await;
+    };
+    let result = tokio::select! {
+        r = servers_done => r,
+        () = deadline => {
+            tracing::warn!(
+                timeout = ?settings.shutdown_timeout,
+                "in-flight requests did not finish within RELAY_SHUTDOWN_TIMEOUT; closing them"
+            );
+            Ok(())
+        }
+    };
+    drain.abort();
     drop(state);
     background.cancel();
     let _ = usage_writer.await;
@@ -349,6 +376,24 @@ impl axum::serve::Listener for Handed {
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         Ok(self.addr)
     }
+}
+
+/// SIGTERM/SIGINT: turn unready at once, keep serving for `delay` (load
+/// balancers notice the readiness change and stop sending), then stop
+/// accepting. A second signal skips the rest of the delay.
+async fn drain_on_signal(lifecycle: Arc<Lifecycle>, delay: Duration, shutdown: CancellationToken) {
+    shutdown_signal().await;
+    lifecycle.start_draining();
+    tracing::info!(
+        delay = ?delay,
+        "draining: /readyz answers 503; still serving until the delay ends (RELAY_DRAIN_DELAY)"
+    );
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = shutdown_signal() => tracing::info!("second signal: stopping now"),
+    }
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    shutdown.cancel();
 }
 
 async fn shutdown_signal() {

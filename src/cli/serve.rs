@@ -2,6 +2,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::time::Duration;
 
 use super::{DataDirArg, DatabaseArg};
 use crate::secrets::Secret;
@@ -23,18 +24,30 @@ pub struct ServeArgs {
     /// Control plane port (admin API, dashboard, /version, /metrics); `off` disables it.
     #[arg(long, env = "RELAY_CONTROL_PORT", default_value = "8081")]
     pub control_port: ControlPort,
-    /// The age identity that decrypts sealed host keys; generated into the
-    /// data dir on first boot when unset. Must be stable across restarts.
-    #[arg(long, env = "RELAY_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
+    #[command(flatten)]
+    pub master_key: super::MasterKeyArg,
     /// Bearer token granting admin access to the control plane.
     #[arg(long, env = "RELAY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A file holding the admin token (a mounted secret); instead of
+    /// RELAY_ADMIN_TOKEN.
+    #[arg(long, env = "RELAY_ADMIN_TOKEN_FILE", value_name = "PATH", value_parser = super::secret_file, conflicts_with = "admin_token")]
+    pub admin_token_file: Option<String>,
     /// Mark the dashboard session cookie `Secure` (browsers then send it
     /// only over HTTPS). Default: true, or false in embedded mode (no
     /// RELAY_DATABASE_URL). Must be false for plain-HTTP use.
     #[arg(long, env = "RELAY_COOKIE_SECURE", action = clap::ArgAction::Set)]
     pub cookie_secure: Option<bool>,
+    /// After SIGTERM, how long `/readyz` answers 503 while both planes keep
+    /// serving (time for load balancers to stop sending), before relay stops
+    /// accepting connections.
+    #[arg(long, env = "RELAY_DRAIN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
+    /// Then, how long in-flight requests (long streams) get to finish before
+    /// relay closes them and exits. Delay + timeout should stay under the
+    /// orchestrator's grace period (Kubernetes: 30 s).
+    #[arg(long, env = "RELAY_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
     #[command(flatten)]
     pub database: DatabaseArg,
     #[command(flatten)]
@@ -65,11 +78,17 @@ pub fn run(args: ServeArgs) -> ExitCode {
         bind: args.bind,
         port: args.port,
         control_port: args.control_port.0,
-        master_key: args.master_key.map(Secret::new),
-        admin_token: args.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
+        master_key: args.master_key.value().map(Secret::new),
+        admin_token: args
+            .admin_token
+            .or(args.admin_token_file)
+            .filter(|t| !t.is_empty())
+            .map(Secret::new),
         cookie_secure: args.cookie_secure,
         database_url: args.database.url(),
         state_url: args.state.url(),
+        drain_delay: args.drain_delay,
+        shutdown_timeout: args.shutdown_timeout,
     };
     let config_dir = settings.config_dir.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

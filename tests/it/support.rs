@@ -124,7 +124,9 @@ impl RelayBuilder {
             .env("RELAY_CONTROL_PORT", "0")
             .env("RELAY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RELAY_LOG", "info,relay=debug")
-            .env("RELAY_TEST_HOST_KEY", "sk-test-host-key-value");
+            .env("RELAY_TEST_HOST_KEY", "sk-test-host-key-value")
+            // Tests stop relay with SIGTERM; a drain test sets its own.
+            .env("RELAY_DRAIN_DELAY", "0s");
         RelayBuilder {
             cmd,
             expect_control: true,
