@@ -25,11 +25,15 @@ pub struct ServeSettings {
     pub config_dir: PathBuf,
     pub data_dir: PathBuf,
     pub bind: IpAddr,
+    /// Listen address of the control plane (defaults to `bind`).
+    pub control_bind: IpAddr,
     pub port: u16,
     /// `None` disables the control plane.
     pub control_port: Option<u16>,
     pub master_key: Option<Secret>,
     pub admin_token: Option<Secret>,
+    /// Bearer token for Prometheus: `/metrics` only.
+    pub metrics_token: Option<Secret>,
     /// `Secure` on the session cookie; unset means on, except in embedded
     /// mode (no database URL), which is for plain-HTTP local use.
     pub cookie_secure: Option<bool>,
@@ -162,6 +166,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
         store: store.clone(),
         breakers,
         lifecycle: lifecycle.clone(),
+        metrics_token: settings.metrics_token.map(Arc::new),
     };
 
     let data_addr = SocketAddr::new(settings.bind, settings.port);
@@ -177,7 +182,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
 
     match settings.control_port {
         Some(port) => {
-            let addr = SocketAddr::new(settings.bind, port);
+            let addr = SocketAddr::new(settings.control_bind, port);
             let control = bind(addr).await?;
             tracing::info!(
                 "control plane listening on http://{}",

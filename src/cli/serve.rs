@@ -15,9 +15,15 @@ pub struct ServeArgs {
     pub config_dir: PathBuf,
     #[command(flatten)]
     pub data: DataDirArg,
-    /// Listen address for both planes.
+    /// Listen address of the data plane (and of the control plane unless
+    /// RELAY_CONTROL_BIND is set).
     #[arg(long, env = "RELAY_BIND", default_value = "0.0.0.0")]
     pub bind: IpAddr,
+    /// Listen address of the control plane, e.g. `127.0.0.1` or a private
+    /// interface, so the admin API and dashboard stay internal. Default:
+    /// RELAY_BIND.
+    #[arg(long, env = "RELAY_CONTROL_BIND")]
+    pub control_bind: Option<IpAddr>,
     /// Data plane port (inference API, /healthz).
     #[arg(long, env = "RELAY_PORT", default_value_t = 8080)]
     pub port: u16,
@@ -33,6 +39,13 @@ pub struct ServeArgs {
     /// RELAY_ADMIN_TOKEN.
     #[arg(long, env = "RELAY_ADMIN_TOKEN_FILE", value_name = "PATH", value_parser = super::secret_file, conflicts_with = "admin_token")]
     pub admin_token_file: Option<String>,
+    /// Bearer token that may scrape `/metrics` and nothing else (give it to
+    /// Prometheus instead of the admin token).
+    #[arg(long, env = "RELAY_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// A file holding the metrics token; instead of RELAY_METRICS_TOKEN.
+    #[arg(long, env = "RELAY_METRICS_TOKEN_FILE", value_name = "PATH", value_parser = super::secret_file, conflicts_with = "metrics_token")]
+    pub metrics_token_file: Option<String>,
     /// Mark the dashboard session cookie `Secure` (browsers then send it
     /// only over HTTPS). Default: true, or false in embedded mode (no
     /// RELAY_DATABASE_URL). Must be false for plain-HTTP use.
@@ -76,12 +89,18 @@ pub fn run(args: ServeArgs) -> ExitCode {
         config_dir: args.config_dir,
         data_dir: args.data.data_dir,
         bind: args.bind,
+        control_bind: args.control_bind.unwrap_or(args.bind),
         port: args.port,
         control_port: args.control_port.0,
         master_key: args.master_key.value().map(Secret::new),
         admin_token: args
             .admin_token
             .or(args.admin_token_file)
+            .filter(|t| !t.is_empty())
+            .map(Secret::new),
+        metrics_token: args
+            .metrics_token
+            .or(args.metrics_token_file)
             .filter(|t| !t.is_empty())
             .map(Secret::new),
         cookie_secure: args.cookie_secure,

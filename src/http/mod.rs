@@ -26,4 +26,6 @@ pub struct AppState {
     pub store: Store,
     pub breakers: Breakers,
     pub lifecycle: Arc<Lifecycle>,
+    /// Bearer token that may read `/metrics` and nothing else.
+    pub metrics_token: Option<Arc<crate::secrets::Secret>>,
 }
