@@ -33,7 +33,8 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return super::fail(format!("cannot build an HTTP client: {e}")),
     };
-    match runtime.block_on(client.get(&url).send()) {
+    // The request future needs the runtime's timer from its first poll.
+    match runtime.block_on(async { client.get(&url).send().await }) {
         Ok(r) if r.status().is_success() => {
             println!("{url}: {}", r.status());
             ExitCode::SUCCESS

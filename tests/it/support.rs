@@ -26,6 +26,16 @@ const RELAY_VARS: &[&str] = &[
     "RELAY_LOG",
     "RELAY_LOG_FORMAT",
     "RELAY_RECIPIENT",
+    "RELAY_CONTROL_BIND",
+    "RELAY_MASTER_KEY_FILE",
+    "RELAY_ADMIN_TOKEN_FILE",
+    "RELAY_METRICS_TOKEN",
+    "RELAY_METRICS_TOKEN_FILE",
+    "RELAY_DATABASE_URL_FILE",
+    "RELAY_STATE_URL_FILE",
+    "RELAY_DRAIN_DELAY",
+    "RELAY_SHUTDOWN_TIMEOUT",
+    "RELAY_PROBE_URL",
 ];
 
 /// A `relay` command with a clean environment.
