@@ -8,6 +8,7 @@ mod cli;
 mod config_fixtures;
 mod control;
 mod dashboard;
+mod deploy;
 mod failover;
 mod lifecycle;
 mod metrics;

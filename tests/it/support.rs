@@ -124,6 +124,15 @@ pub struct RelayBuilder {
 }
 
 impl RelayBuilder {
+    /// A `relay serve` command the caller built (another user, a clean
+    /// environment): started and awaited like any other.
+    pub fn from_command(cmd: Command) -> Self {
+        RelayBuilder {
+            cmd,
+            expect_control: true,
+        }
+    }
+
     pub fn new(config_dir: &Path, data_dir: &Path) -> Self {
         let mut cmd = relay();
         cmd.arg("serve")
