@@ -46,6 +46,8 @@ pub struct ServeSettings {
     pub drain_delay: Duration,
     /// Then: how long in-flight requests get before relay stops anyway.
     pub shutdown_timeout: Duration,
+    /// Usage records older than this are pruned; `None` keeps them.
+    pub usage_retention: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +156,9 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
             .budgets
             .clone()
             .spawn_refresher(store.clone(), handle.clone(), background.clone());
+    let retention = settings.usage_retention.map(|keep| {
+        crate::retention::spawn(store.clone(), handle.clone(), keep, background.clone())
+    });
     let state = AppState {
         config: handle,
         reloader,
@@ -236,6 +241,9 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     let _ = usage_writer.await;
     let _ = refresher.await;
     let _ = budgets.await;
+    if let Some(r) = retention {
+        let _ = r.await;
+    }
     store.close().await;
     linger.cancel();
     tracing::info!("stopped");

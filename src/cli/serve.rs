@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// orchestrator's grace period (Kubernetes: 30 s).
     #[arg(long, env = "RELAY_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Delete usage records older than this (e.g. `90d`), in batches every
+    /// 10 minutes. Unset keeps them forever. Never shorter than the longest
+    /// budget period a policy uses (raised, with a warning).
+    #[arg(long, env = "RELAY_USAGE_RETENTION", value_parser = humantime::parse_duration)]
+    pub usage_retention: Option<Duration>,
     #[command(flatten)]
     pub database: DatabaseArg,
     #[command(flatten)]
@@ -108,6 +113,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         state_url: args.state.url(),
         drain_delay: args.drain_delay,
         shutdown_timeout: args.shutdown_timeout,
+        usage_retention: args.usage_retention,
     };
     let config_dir = settings.config_dir.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -5,8 +5,11 @@
 //! database. Config never lives here.
 
 mod keys;
+mod retention;
 mod sessions;
 mod spend;
+#[cfg(test)]
+pub(crate) mod testing;
 mod usage;
 
 use std::path::Path;

@@ -17,6 +17,7 @@ mod mock_selftest;
 mod mock_upstream;
 mod proxy;
 mod reload;
+mod retention;
 mod schemas;
 mod sdk;
 mod support;

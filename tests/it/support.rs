@@ -36,6 +36,7 @@ const RELAY_VARS: &[&str] = &[
     "RELAY_DRAIN_DELAY",
     "RELAY_SHUTDOWN_TIMEOUT",
     "RELAY_PROBE_URL",
+    "RELAY_USAGE_RETENTION",
 ];
 
 /// A `relay` command with a clean environment.
