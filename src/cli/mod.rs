@@ -3,6 +3,7 @@
 
 mod breakers;
 mod keys;
+mod migrate;
 mod probe;
 mod schema;
 mod secret;
@@ -57,8 +58,9 @@ pub enum Command {
     /// Manage relay keys in the runtime store.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Apply database migrations (`serve` also applies them at start).
-    Migrate(keys::StoreArgs),
+    /// Apply database migrations (`serve` also applies them at start), or
+    /// report on them with --status / --dry-run.
+    Migrate(migrate::MigrateArgs),
     /// Inspect or clear circuit-breaker state.
     #[command(subcommand)]
     Breakers(breakers::BreakersCommand),
@@ -155,7 +157,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Secret(cmd) => secret::run(cmd),
         Command::Schema(args) => schema::run(args),
         Command::Keys(cmd) => keys::run(cmd),
-        Command::Migrate(args) => keys::migrate(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::Breakers(cmd) => breakers::run(cmd),
         Command::User(cmd) => user::run(cmd),
         Command::Probe(args) => probe::run(args),

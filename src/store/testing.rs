@@ -10,8 +10,15 @@ pub struct TempDb {
     name: String,
 }
 
-/// A fresh database and a store on it.
+/// A fresh database and a migrated store on it.
 pub async fn postgres() -> (Store, TempDb) {
+    let (store, db) = postgres_unmigrated().await;
+    store.migrate().await.unwrap();
+    (store, db)
+}
+
+/// A fresh database and a store on it, no migration applied.
+pub async fn postgres_unmigrated() -> (Store, TempDb) {
     let admin_url = std::env::var("RELAY_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let admin = sqlx::PgPool::connect(&admin_url)
@@ -24,7 +31,7 @@ pub async fn postgres() -> (Store, TempDb) {
         .await
         .unwrap();
     let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
-    let store = Store::open(Some(&url), std::path::Path::new("/nonexistent"))
+    let store = Store::connect(Some(&url), std::path::Path::new("/nonexistent"))
         .await
         .unwrap();
     (store, TempDb { admin, name })

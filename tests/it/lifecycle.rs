@@ -248,3 +248,35 @@ async fn control_plane_listens_on_its_own_address() {
     assert!(control.contains("127.0.0.2:"), "{control}");
     assert_eq!(status(r.control("/version")).await, 200);
 }
+
+#[test]
+fn migrate_reports_status_and_dry_run_without_changing_anything() {
+    let data = tempfile::tempdir().unwrap();
+    let migrate = |args: &[&str]| {
+        let out = relay()
+            .arg("migrate")
+            .args(args)
+            .env("RELAY_DATA_DIR", data.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let pending: Value = serde_json::from_str(&migrate(&["--dry-run", "--json"])).unwrap();
+    let pending = pending.as_array().unwrap();
+    assert!(pending.len() >= 2, "{pending:?}");
+    assert!(pending.iter().all(|m| m["applied"] == false));
+    // A dry run applied nothing.
+    assert!(migrate(&["--status"]).contains("pending"));
+    migrate(&[]);
+    let status = migrate(&["--status"]);
+    assert!(
+        status.contains("applied") && !status.contains("pending"),
+        "{status}"
+    );
+    assert!(migrate(&["--dry-run"]).contains("nothing to apply"));
+}
