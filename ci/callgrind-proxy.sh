@@ -5,14 +5,18 @@
 # requests and once with R, and prints (total(R) - total(0)) / R for plain
 # requests at concurrency 1 and 64 and for streaming requests.
 #
-#   ci/callgrind-proxy.sh                 # uses target/release/relay
+#   ci/callgrind-proxy.sh                 # builds and uses target/profiling/relay
 #   RELAY=/path/to/relay R=1000 ci/callgrind-proxy.sh
 #
 # Each run leaves its callgrind file in target/callgrind/ (callgrind_annotate
 # shows where the instructions go).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-relay=$(realpath "${RELAY:-target/release/relay}")
+if [ -z "${RELAY:-}" ]; then
+  # Release code with debug info, so callgrind_annotate can name functions.
+  cargo build --profile profiling --bin relay
+fi
+relay=$(realpath "${RELAY:-target/profiling/relay}")
 r=${R:-2000}
 # The benchmark executable (built here unless BENCH names one).
 bench=${BENCH:-$(cargo bench --bench proxy --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p')}

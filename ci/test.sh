@@ -4,6 +4,8 @@
 #   2. lint (rustfmt + clippy -D warnings)
 #   3. Python SDK deps for the end-to-end SDK tests (ci/sdk-deps.sh)
 #      and Chromium + chromedriver for the dashboard tests (ci/browser-deps.sh)
+#      and hadolint, docker-compose, kubernetes-validate for the deployment
+#      tests (ci/deploy-deps.sh)
 #   4. cargo test
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,9 @@ bash ci/sdk-deps.sh
 
 echo "== browser deps =="
 bash ci/browser-deps.sh
+
+echo "== deployment checkers =="
+bash ci/deploy-deps.sh
 
 export RELAY_TEST_DATABASE_URL="${RELAY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export RELAY_TEST_REDIS_URL="${RELAY_TEST_REDIS_URL:-redis://127.0.0.1:6379}"

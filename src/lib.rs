@@ -10,6 +10,8 @@ pub mod config;
 pub mod dashboard;
 pub mod gateway;
 pub mod http;
+pub mod lifecycle;
+pub mod retention;
 pub mod secrets;
 pub mod serve;
 pub mod state;

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -13,6 +14,7 @@ use crate::config::reload::LoadFailure;
 use crate::config::{watch, ConfigHandle, Problem};
 use crate::gateway::{usage, Gateway};
 use crate::http::{self, AppState};
+use crate::lifecycle::Lifecycle;
 use crate::secrets::{MasterKey, Secret};
 use crate::state::StateBackend;
 use crate::store::Store;
@@ -23,11 +25,15 @@ pub struct ServeSettings {
     pub config_dir: PathBuf,
     pub data_dir: PathBuf,
     pub bind: IpAddr,
+    /// Listen address of the control plane (defaults to `bind`).
+    pub control_bind: IpAddr,
     pub port: u16,
     /// `None` disables the control plane.
     pub control_port: Option<u16>,
     pub master_key: Option<Secret>,
     pub admin_token: Option<Secret>,
+    /// Bearer token for Prometheus: `/metrics` only.
+    pub metrics_token: Option<Secret>,
     /// `Secure` on the session cookie; unset means on, except in embedded
     /// mode (no database URL), which is for plain-HTTP local use.
     pub cookie_secure: Option<bool>,
@@ -35,6 +41,13 @@ pub struct ServeSettings {
     pub database_url: Option<Secret>,
     /// `redis://…`; unset means in-process state.
     pub state_url: Option<Secret>,
+    /// After SIGTERM: how long `/readyz` says 503 while the listeners still
+    /// serve, so load balancers stop sending before relay stops accepting.
+    pub drain_delay: Duration,
+    /// Then: how long in-flight requests get before relay stops anyway.
+    pub shutdown_timeout: Duration,
+    /// Usage records older than this are pruned; `None` keeps them.
+    pub usage_retention: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +132,8 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     )
     .await?;
     tracing::info!(backend = store.backend(), "runtime store ready");
+    let lifecycle = Arc::new(Lifecycle::new());
+    lifecycle.store_reached();
     let keys = Arc::new(KeyCache::load(store.clone()).await?);
     let state_backend = StateBackend::open(settings.state_url.as_ref().map(|u| u.expose())).await?;
     tracing::info!(backend = state_backend.name(), "state backend ready");
@@ -141,6 +156,9 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
             .budgets
             .clone()
             .spawn_refresher(store.clone(), handle.clone(), background.clone());
+    let retention = settings.usage_retention.map(|keep| {
+        crate::retention::spawn(store.clone(), handle.clone(), keep, background.clone())
+    });
     let state = AppState {
         config: handle,
         reloader,
@@ -152,6 +170,8 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
         gateway,
         store: store.clone(),
         breakers,
+        lifecycle: lifecycle.clone(),
+        metrics_token: settings.metrics_token.map(Arc::new),
     };
 
     let data_addr = SocketAddr::new(settings.bind, settings.port);
@@ -167,7 +187,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
 
     match settings.control_port {
         Some(port) => {
-            let addr = SocketAddr::new(settings.bind, port);
+            let addr = SocketAddr::new(settings.control_bind, port);
             let control = bind(addr).await?;
             tracing::info!(
                 "control plane listening on http://{}",
@@ -182,28 +202,48 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
         None => tracing::info!("control plane disabled (RELAY_CONTROL_PORT=off)"),
     }
 
-    let signal_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        signal_shutdown.cancel();
-    });
+    let drain = tokio::spawn(drain_on_signal(
+        lifecycle,
+        settings.drain_delay,
+        shutdown.clone(),
+    ));
 
-    let mut result = Ok(());
-    while let Some(res) = servers.join_next().await {
-        let failed = match res {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => ServeError::Io(e),
-            Err(e) => ServeError::Config(format!("server task failed: {e}")),
-        };
-        shutdown.cancel();
-        result = Err(failed);
-    }
+    let servers_done = async {
+        let mut result = Ok(());
+        while let Some(res) = servers.join_next().await {
+            let failed = match res {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => ServeError::Io(e),
+                Err(e) => ServeError::Config(format!("server task failed: {e}")),
+            };
+            shutdown.cancel();
+            result = Err(failed);
+        }
+        result
+    };
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(settings.shutdown_timeout).await;
+    };
+    let result = tokio::select! {
+        r = servers_done => r,
+        () = deadline => {
+            tracing::warn!(
+                timeout = ?settings.shutdown_timeout,
+                "in-flight requests did not finish within RELAY_SHUTDOWN_TIMEOUT; closing them"
+            );
+            Ok(())
+        }
+    };
+    drain.abort();
     drop(state);
     background.cancel();
     let _ = usage_writer.await;
     let _ = refresher.await;
     let _ = budgets.await;
+    if let Some(r) = retention {
+        let _ = r.await;
+    }
     store.close().await;
     linger.cancel();
     tracing::info!("stopped");
@@ -349,6 +389,24 @@ impl axum::serve::Listener for Handed {
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         Ok(self.addr)
     }
+}
+
+/// SIGTERM/SIGINT: turn unready at once, keep serving for `delay` (load
+/// balancers notice the readiness change and stop sending), then stop
+/// accepting. A second signal skips the rest of the delay.
+async fn drain_on_signal(lifecycle: Arc<Lifecycle>, delay: Duration, shutdown: CancellationToken) {
+    shutdown_signal().await;
+    lifecycle.start_draining();
+    tracing::info!(
+        delay = ?delay,
+        "draining: /readyz answers 503; still serving until the delay ends (RELAY_DRAIN_DELAY)"
+    );
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = shutdown_signal() => tracing::info!("second signal: stopping now"),
+    }
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    shutdown.cancel();
 }
 
 async fn shutdown_signal() {

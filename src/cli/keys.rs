@@ -65,7 +65,7 @@ pub enum KeysCommand {
     },
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -77,22 +77,6 @@ async fn open(args: &StoreArgs) -> Result<Store, ExitCode> {
     Store::open(url.as_ref().map(|u| u.expose()), &args.data.data_dir)
         .await
         .map_err(super::fail)
-}
-
-pub fn migrate(args: StoreArgs) -> ExitCode {
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(c) => return c,
-    };
-    rt.block_on(async {
-        match open(&args).await {
-            Ok(store) => {
-                eprintln!("{} database is up to date", store.backend());
-                ExitCode::SUCCESS
-            }
-            Err(c) => c,
-        }
-    })
 }
 
 pub fn run(cmd: KeysCommand) -> ExitCode {

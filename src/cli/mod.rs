@@ -3,6 +3,8 @@
 
 mod breakers;
 mod keys;
+mod migrate;
+mod probe;
 mod schema;
 mod secret;
 mod serve;
@@ -56,11 +58,15 @@ pub enum Command {
     /// Manage relay keys in the runtime store.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Apply database migrations (`serve` also applies them at start).
-    Migrate(keys::StoreArgs),
+    /// Apply database migrations (`serve` also applies them at start), or
+    /// report on them with --status / --dry-run.
+    Migrate(migrate::MigrateArgs),
     /// Inspect or clear circuit-breaker state.
     #[command(subcommand)]
     Breakers(breakers::BreakersCommand),
+    /// Probe a running relay's `/livez` (the container healthcheck): exit 0
+    /// when it answers 2xx, 1 otherwise.
+    Probe(probe::ProbeArgs),
     /// Dashboard users (defined in config as `kind: User`).
     #[command(subcommand)]
     User(user::UserCommand),
@@ -74,6 +80,28 @@ pub struct DataDirArg {
     pub data_dir: PathBuf,
 }
 
+/// Shared flag: the master key, given directly or as a mounted file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MasterKeyArg {
+    /// The age identity that decrypts sealed host keys; generated into the
+    /// data dir on first boot when unset. Must be stable across restarts.
+    #[arg(long, env = "RELAY_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// A file holding the master key (a mounted secret); instead of
+    /// RELAY_MASTER_KEY.
+    #[arg(long, env = "RELAY_MASTER_KEY_FILE", value_name = "PATH", value_parser = secret_file, conflicts_with = "master_key")]
+    pub master_key_file: Option<String>,
+}
+
+impl MasterKeyArg {
+    pub fn value(&self) -> Option<&str> {
+        self.master_key
+            .as_deref()
+            .or(self.master_key_file.as_deref())
+            .filter(|k| !k.is_empty())
+    }
+}
+
 /// Shared flag: where runtime state lives.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArg {
@@ -81,6 +109,10 @@ pub struct DatabaseArg {
     /// SQLite in RELAY_DATA_DIR.
     #[arg(long, env = "RELAY_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// A file holding the database URL (a mounted secret); instead of
+    /// RELAY_DATABASE_URL.
+    #[arg(long, env = "RELAY_DATABASE_URL_FILE", value_name = "PATH", value_parser = secret_file, conflicts_with = "database_url")]
+    pub database_url_file: Option<String>,
 }
 
 /// Shared flag: where breakers and counters live.
@@ -90,12 +122,17 @@ pub struct StateArg {
     /// rate-limit counters); unset means in-process state.
     #[arg(long, env = "RELAY_STATE_URL", hide_env_values = true)]
     pub state_url: Option<String>,
+    /// A file holding the state URL (a mounted secret); instead of
+    /// RELAY_STATE_URL.
+    #[arg(long, env = "RELAY_STATE_URL_FILE", value_name = "PATH", value_parser = secret_file, conflicts_with = "state_url")]
+    pub state_url_file: Option<String>,
 }
 
 impl StateArg {
     pub fn url(&self) -> Option<crate::secrets::Secret> {
         self.state_url
             .clone()
+            .or_else(|| self.state_url_file.clone())
             .filter(|u| !u.is_empty())
             .map(crate::secrets::Secret::new)
     }
@@ -105,6 +142,7 @@ impl DatabaseArg {
     pub fn url(&self) -> Option<crate::secrets::Secret> {
         self.database_url
             .clone()
+            .or_else(|| self.database_url_file.clone())
             .filter(|u| !u.is_empty())
             .map(crate::secrets::Secret::new)
     }
@@ -119,10 +157,28 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Secret(cmd) => secret::run(cmd),
         Command::Schema(args) => schema::run(args),
         Command::Keys(cmd) => keys::run(cmd),
-        Command::Migrate(args) => keys::migrate(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::Breakers(cmd) => breakers::run(cmd),
         Command::User(cmd) => user::run(cmd),
+        Command::Probe(args) => probe::run(args),
     }
+}
+
+/// The value of a `*_FILE` variable or flag: the file's contents, less one
+/// trailing newline (how `kubectl create secret --from-file` and editors
+/// leave them). Read when the command line is parsed, so a missing file is
+/// a usage error naming the path.
+fn secret_file(path: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the secret file {path}: {e}"))?;
+    let text = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if text.is_empty() {
+        return Err(format!("the secret file {path} is empty"));
+    }
+    Ok(text.to_string())
 }
 
 /// Exit code for usage and I/O errors (clap uses 2 as well).

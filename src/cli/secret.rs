@@ -14,15 +14,15 @@ pub enum SecretCommand {
         recipient: Option<String>,
         #[command(flatten)]
         data: DataDirArg,
-        #[arg(long, env = "RELAY_MASTER_KEY", hide_env_values = true, hide = true)]
-        master_key: Option<String>,
+        #[command(flatten)]
+        master_key: super::MasterKeyArg,
     },
     /// Read a sealed value on stdin and print the plaintext. Needs the master key.
     Decrypt {
         #[command(flatten)]
         data: DataDirArg,
-        #[arg(long, env = "RELAY_MASTER_KEY", hide_env_values = true, hide = true)]
-        master_key: Option<String>,
+        #[command(flatten)]
+        master_key: super::MasterKeyArg,
     },
 }
 
@@ -65,7 +65,7 @@ pub fn run(cmd: SecretCommand) -> ExitCode {
         } => {
             let recipient = match recipient {
                 Some(r) => parse_recipient(&r).map_err(|e| e.to_string()),
-                None => master_key(mk.as_deref(), &data).and_then(|k| {
+                None => master_key(mk.value(), &data).and_then(|k| {
                     k.map(|k| k.recipient()).ok_or_else(|| {
                         "no recipient: pass --recipient age1… (or RELAY_RECIPIENT), or set RELAY_MASTER_KEY".to_string()
                     })
@@ -102,7 +102,7 @@ pub fn run(cmd: SecretCommand) -> ExitCode {
             data,
             master_key: mk,
         } => {
-            let key = match master_key(mk.as_deref(), &data) {
+            let key = match master_key(mk.value(), &data) {
                 Ok(Some(k)) => k,
                 Ok(None) => {
                     return super::fail(

@@ -2,6 +2,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::time::Duration;
 
 use super::{DataDirArg, DatabaseArg};
 use crate::secrets::Secret;
@@ -14,27 +15,57 @@ pub struct ServeArgs {
     pub config_dir: PathBuf,
     #[command(flatten)]
     pub data: DataDirArg,
-    /// Listen address for both planes.
+    /// Listen address of the data plane (and of the control plane unless
+    /// RELAY_CONTROL_BIND is set).
     #[arg(long, env = "RELAY_BIND", default_value = "0.0.0.0")]
     pub bind: IpAddr,
+    /// Listen address of the control plane, e.g. `127.0.0.1` or a private
+    /// interface, so the admin API and dashboard stay internal. Default:
+    /// RELAY_BIND.
+    #[arg(long, env = "RELAY_CONTROL_BIND")]
+    pub control_bind: Option<IpAddr>,
     /// Data plane port (inference API, /healthz).
     #[arg(long, env = "RELAY_PORT", default_value_t = 8080)]
     pub port: u16,
     /// Control plane port (admin API, dashboard, /version, /metrics); `off` disables it.
     #[arg(long, env = "RELAY_CONTROL_PORT", default_value = "8081")]
     pub control_port: ControlPort,
-    /// The age identity that decrypts sealed host keys; generated into the
-    /// data dir on first boot when unset. Must be stable across restarts.
-    #[arg(long, env = "RELAY_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
+    #[command(flatten)]
+    pub master_key: super::MasterKeyArg,
     /// Bearer token granting admin access to the control plane.
     #[arg(long, env = "RELAY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A file holding the admin token (a mounted secret); instead of
+    /// RELAY_ADMIN_TOKEN.
+    #[arg(long, env = "RELAY_ADMIN_TOKEN_FILE", value_name = "PATH", value_parser = super::secret_file, conflicts_with = "admin_token")]
+    pub admin_token_file: Option<String>,
+    /// Bearer token that may scrape `/metrics` and nothing else (give it to
+    /// Prometheus instead of the admin token).
+    #[arg(long, env = "RELAY_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// A file holding the metrics token; instead of RELAY_METRICS_TOKEN.
+    #[arg(long, env = "RELAY_METRICS_TOKEN_FILE", value_name = "PATH", value_parser = super::secret_file, conflicts_with = "metrics_token")]
+    pub metrics_token_file: Option<String>,
     /// Mark the dashboard session cookie `Secure` (browsers then send it
     /// only over HTTPS). Default: true, or false in embedded mode (no
     /// RELAY_DATABASE_URL). Must be false for plain-HTTP use.
     #[arg(long, env = "RELAY_COOKIE_SECURE", action = clap::ArgAction::Set)]
     pub cookie_secure: Option<bool>,
+    /// After SIGTERM, how long `/readyz` answers 503 while both planes keep
+    /// serving (time for load balancers to stop sending), before relay stops
+    /// accepting connections.
+    #[arg(long, env = "RELAY_DRAIN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
+    /// Then, how long in-flight requests (long streams) get to finish before
+    /// relay closes them and exits. Delay + timeout should stay under the
+    /// orchestrator's grace period (Kubernetes: 30 s).
+    #[arg(long, env = "RELAY_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Delete usage records older than this (e.g. `90d`), in batches every
+    /// 10 minutes. Unset keeps them forever. Never shorter than the longest
+    /// budget period a policy uses (raised, with a warning).
+    #[arg(long, env = "RELAY_USAGE_RETENTION", value_parser = humantime::parse_duration)]
+    pub usage_retention: Option<Duration>,
     #[command(flatten)]
     pub database: DatabaseArg,
     #[command(flatten)]
@@ -63,13 +94,26 @@ pub fn run(args: ServeArgs) -> ExitCode {
         config_dir: args.config_dir,
         data_dir: args.data.data_dir,
         bind: args.bind,
+        control_bind: args.control_bind.unwrap_or(args.bind),
         port: args.port,
         control_port: args.control_port.0,
-        master_key: args.master_key.map(Secret::new),
-        admin_token: args.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
+        master_key: args.master_key.value().map(Secret::new),
+        admin_token: args
+            .admin_token
+            .or(args.admin_token_file)
+            .filter(|t| !t.is_empty())
+            .map(Secret::new),
+        metrics_token: args
+            .metrics_token
+            .or(args.metrics_token_file)
+            .filter(|t| !t.is_empty())
+            .map(Secret::new),
         cookie_secure: args.cookie_secure,
         database_url: args.database.url(),
         state_url: args.state.url(),
+        drain_delay: args.drain_delay,
+        shutdown_timeout: args.shutdown_timeout,
+        usage_retention: args.usage_retention,
     };
     let config_dir = settings.config_dir.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

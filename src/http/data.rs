@@ -23,6 +23,8 @@ pub const MAX_REQUEST_BYTES: usize = 32 << 20;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .route("/v1/chat/completions", post(chat))
         .route("/openai/v1/chat/completions", post(chat))
         .route("/v1/messages", post(messages))
@@ -157,6 +159,24 @@ async fn models(State(s): State<AppState>, headers: HeaderMap) -> Response {
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
+/// The process is up and serving HTTP; never fails because a dependency is
+/// down (an orchestrator restarting relay cannot fix Postgres).
+async fn livez() -> Response {
+    Json(json!({"status": "alive"})).into_response()
+}
+
+/// Whether this replica should get traffic (see `lifecycle`).
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.lifecycle.readiness() {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(why) => {
+            let body =
+                json!({"status": "not_ready", "reason": why.label(), "message": why.message()});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
 /// Liveness plus a database round trip; 503 names the failing dependency.
 async fn healthz(State(s): State<AppState>) -> Response {
     let snap = s.config.snapshot();
@@ -191,7 +211,7 @@ async fn healthz(State(s): State<AppState>) -> Response {
 
 async fn not_found(uri: axum::http::Uri) -> Response {
     let msg = format!(
-        "no route for {}; relay serves /v1/chat/completions, /v1/messages, /v1/embeddings, /v1/models and /healthz",
+        "no route for {}; relay serves /v1/chat/completions, /v1/messages, /v1/embeddings, /v1/models, /healthz, /livez and /readyz",
         uri.path()
     );
     json_response(

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::config::{watch::Reloader, ConfigHandle};
 use crate::gateway::Gateway;
+use crate::lifecycle::Lifecycle;
 use crate::store::Store;
 use crate::upstream::breaker::Breakers;
 
@@ -24,4 +25,7 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub store: Store,
     pub breakers: Breakers,
+    pub lifecycle: Arc<Lifecycle>,
+    /// Bearer token that may read `/metrics` and nothing else.
+    pub metrics_token: Option<Arc<crate::secrets::Secret>>,
 }

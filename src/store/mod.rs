@@ -5,8 +5,12 @@
 //! database. Config never lives here.
 
 mod keys;
+mod migrations;
+mod retention;
 mod sessions;
 mod spend;
+#[cfg(test)]
+pub(crate) mod testing;
 mod usage;
 
 use std::path::Path;
@@ -18,6 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
 pub use keys::{KeyRow, NewKey};
+pub use migrations::MigrationState;
 pub use sessions::SessionRow;
 pub use spend::KeySpend;
 pub use usage::{Bucket, UsagePoint, UsageQuery, UsageRow, UsageTotals, MAX_BUCKETS};
@@ -125,8 +130,8 @@ impl Store {
     /// Applies pending migrations (also done by `open`).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await?,
-            Store::Postgres(p) => sqlx::migrate!("migrations/postgres").run(p).await?,
+            Store::Sqlite(p) => self.migrator().run(p).await?,
+            Store::Postgres(p) => self.migrator().run(p).await?,
         }
         Ok(())
     }

@@ -604,25 +604,29 @@ impl Client {
 // relay process
 // ---------------------------------------------------------------------------------------------
 
-/// The release `relay` binary: `PROXY_BENCH_RELAY`, else `cargo build --release --bin relay`
-/// (a no-op when up to date) and `target/release/relay`.
+/// The optimised `relay` binary: `PROXY_BENCH_RELAY`, else `cargo build --profile profiling
+/// --bin relay` (release code with debug info; a no-op when up to date) and
+/// `target/profiling/relay`.
 fn relay_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("PROXY_BENCH_RELAY") {
         return PathBuf::from(p);
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("proxy bench: cargo build --release --bin relay");
+    eprintln!("proxy bench: cargo build --profile profiling --bin relay");
     let status = Command::new(cargo)
-        .args(["build", "--release", "--bin", "relay"])
+        .args(["build", "--profile", "profiling", "--bin", "relay"])
         .current_dir(manifest)
         .status()
-        .expect("run cargo build --release --bin relay");
-    assert!(status.success(), "cargo build --release --bin relay failed");
+        .expect("run cargo build --profile profiling --bin relay");
+    assert!(
+        status.success(),
+        "cargo build --profile profiling --bin relay failed"
+    );
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| manifest.join("target"));
-    let bin = target_dir.join("release").join("relay");
+    let bin = target_dir.join("profiling").join("relay");
     assert!(bin.exists(), "{} not found", bin.display());
     bin
 }

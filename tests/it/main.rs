@@ -8,13 +8,16 @@ mod cli;
 mod config_fixtures;
 mod control;
 mod dashboard;
+mod deploy;
 mod failover;
+mod lifecycle;
 mod metrics;
 mod mock_selftest;
 #[path = "../common/mock_upstream.rs"]
 mod mock_upstream;
 mod proxy;
 mod reload;
+mod retention;
 mod schemas;
 mod sdk;
 mod support;

@@ -26,6 +26,17 @@ const RELAY_VARS: &[&str] = &[
     "RELAY_LOG",
     "RELAY_LOG_FORMAT",
     "RELAY_RECIPIENT",
+    "RELAY_CONTROL_BIND",
+    "RELAY_MASTER_KEY_FILE",
+    "RELAY_ADMIN_TOKEN_FILE",
+    "RELAY_METRICS_TOKEN",
+    "RELAY_METRICS_TOKEN_FILE",
+    "RELAY_DATABASE_URL_FILE",
+    "RELAY_STATE_URL_FILE",
+    "RELAY_DRAIN_DELAY",
+    "RELAY_SHUTDOWN_TIMEOUT",
+    "RELAY_PROBE_URL",
+    "RELAY_USAGE_RETENTION",
 ];
 
 /// A `relay` command with a clean environment.
@@ -114,6 +125,15 @@ pub struct RelayBuilder {
 }
 
 impl RelayBuilder {
+    /// A `relay serve` command the caller built (another user, a clean
+    /// environment): started and awaited like any other.
+    pub fn from_command(cmd: Command) -> Self {
+        RelayBuilder {
+            cmd,
+            expect_control: true,
+        }
+    }
+
     pub fn new(config_dir: &Path, data_dir: &Path) -> Self {
         let mut cmd = relay();
         cmd.arg("serve")
@@ -124,7 +144,9 @@ impl RelayBuilder {
             .env("RELAY_CONTROL_PORT", "0")
             .env("RELAY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RELAY_LOG", "info,relay=debug")
-            .env("RELAY_TEST_HOST_KEY", "sk-test-host-key-value");
+            .env("RELAY_TEST_HOST_KEY", "sk-test-host-key-value")
+            // Tests stop relay with SIGTERM; a drain test sets its own.
+            .env("RELAY_DRAIN_DELAY", "0s");
         RelayBuilder {
             cmd,
             expect_control: true,
