@@ -35,6 +35,12 @@ pub struct ServeArgs {
     /// RELAY_DATABASE_URL). Must be false for plain-HTTP use.
     #[arg(long, env = "RELAY_COOKIE_SECURE", action = clap::ArgAction::Set)]
     pub cookie_secure: Option<bool>,
+    /// Comma-separated address ranges (`10.0.0.0/8,fd00::/8`) of load
+    /// balancers whose `Forwarded` / `X-Forwarded-For` headers name the
+    /// client on the control plane (login limits, logs). Default: none —
+    /// the headers are ignored and the peer address counts.
+    #[arg(long, env = "RELAY_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: crate::http::client_addr::TrustedProxies,
     #[command(flatten)]
     pub database: DatabaseArg,
     #[command(flatten)]
@@ -68,6 +74,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         master_key: args.master_key.map(Secret::new),
         admin_token: args.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
         cookie_secure: args.cookie_secure,
+        trusted_proxies: args.trusted_proxies,
         database_url: args.database.url(),
         state_url: args.state.url(),
     };
