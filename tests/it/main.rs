@@ -9,6 +9,7 @@ mod config_fixtures;
 mod control;
 mod dashboard;
 mod failover;
+mod isolation;
 mod metrics;
 mod mock_selftest;
 #[path = "../common/mock_upstream.rs"]
