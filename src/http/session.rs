@@ -492,7 +492,7 @@ async fn attempt_login(
         backend.get_many(std::slice::from_ref(&by_name)),
     );
     if pair_n > LOGIN_ATTEMPTS_PER_PAIR || addr_n > LOGIN_ATTEMPTS_PER_ADDR {
-        tracing::warn!(user = %form.name, addr, "login refused: too many attempts");
+        tracing::warn!(user = %form.name, addr, "login refused: too many failed attempts");
         return Err(LoginRefused::RateLimited);
     }
     // A name under attack from elsewhere only slows down, never locks.
