@@ -138,6 +138,19 @@ async fn always_401() -> String {
     format!("http://{addr}/v1")
 }
 
+/// Hosts `a` (at `refusing`) and `b` (at `serving`), each with a key named
+/// `shared` read from the same variable, and models `on-a` / `on-b`.
+fn two_hosts_one_value(refusing: &str, serving: &str) -> String {
+    let host = |name: &str, url: &str| {
+        format!(
+            "kind: Host\nname: {name}\nbase_url: {url}\nkeys:\n  - name: shared\n    env: ISO_SHARED\n---\n\
+             kind: Model\nname: on-{name}\n---\n\
+             kind: Binding\nname: on-{name}\nmodel: on-{name}\nhost: {name}\nadapter: openai\nupstream: up\n"
+        )
+    };
+    format!("{}---\n{}", host("a", refusing), host("b", serving))
+}
+
 /// Breakers are per host and value: the same key value refused by one
 /// upstream stays usable on another.
 #[tokio::test]
@@ -145,13 +158,7 @@ async fn a_401_on_one_host_does_not_block_the_same_value_on_another() {
     let mock = MockUpstream::start().await;
     let refusing = always_401().await;
     let shared = format!("sk-shared-{}", tag());
-    let yaml = format!(
-        "kind: Host\nname: a\nbase_url: {refusing}\nkeys:\n  - name: shared\n    env: ISO_SHARED\n---\n\
-         kind: Host\nname: b\nbase_url: {}\nkeys:\n  - name: shared\n    env: ISO_SHARED\n---\n\
-         kind: Model\nname: on-a\n---\nkind: Binding\nname: on-a\nmodel: on-a\nhost: a\nadapter: openai\nupstream: up\n---\n\
-         kind: Model\nname: on-b\n---\nkind: Binding\nname: on-b\nmodel: on-b\nhost: b\nadapter: openai\nupstream: up",
-        mock.base_url()
-    );
+    let yaml = two_hosts_one_value(&refusing, &mock.base_url());
     let (_cfg, relay, key) = start(&yaml, &[("ISO_SHARED", &shared)]);
     assert_eq!(chat(&relay, &key, "on-a", "hi").await.status(), 503);
     let a = breaker(&relay, "a", "shared").await;
@@ -176,13 +183,7 @@ async fn breakers_in_redis_are_per_host_too() {
     let mock = MockUpstream::start().await;
     let refusing = always_401().await;
     let shared = format!("sk-shared-redis-{}", tag());
-    let yaml = format!(
-        "kind: Host\nname: a\nbase_url: {refusing}\nkeys:\n  - name: shared\n    env: ISO_SHARED\n---\n\
-         kind: Host\nname: b\nbase_url: {}\nkeys:\n  - name: shared\n    env: ISO_SHARED\n---\n\
-         kind: Model\nname: on-a\n---\nkind: Binding\nname: on-a\nmodel: on-a\nhost: a\nadapter: openai\nupstream: up\n---\n\
-         kind: Model\nname: on-b\n---\nkind: Binding\nname: on-b\nmodel: on-b\nhost: b\nadapter: openai\nupstream: up",
-        mock.base_url()
-    );
+    let yaml = two_hosts_one_value(&refusing, &mock.base_url());
     let redis = crate::failover::redis_url();
     let (_cfg, relay, key) = start(
         &yaml,
