@@ -37,6 +37,8 @@ pub struct ServeSettings {
     /// `Secure` on the session cookie; unset means on, except in embedded
     /// mode (no database URL), which is for plain-HTTP local use.
     pub cookie_secure: Option<bool>,
+    /// Peers whose forwarded headers name the client (control plane).
+    pub trusted_proxies: http::client_addr::TrustedProxies,
     /// `postgres://…`; unset means SQLite in `data_dir`.
     pub database_url: Option<Secret>,
     /// `redis://…`; unset means in-process state.
@@ -162,11 +164,10 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     let state = AppState {
         config: handle,
         reloader,
-        auth: Arc::new(http::session::ControlAuth::new(
-            settings.admin_token,
-            cookie_secure,
-            generated_admin,
-        )),
+        auth: Arc::new(
+            http::session::ControlAuth::new(settings.admin_token, cookie_secure, generated_admin)
+                .with_trusted_proxies(settings.trusted_proxies),
+        ),
         gateway,
         store: store.clone(),
         breakers,

@@ -66,6 +66,12 @@ pub struct ServeArgs {
     /// budget period a policy uses (raised, with a warning).
     #[arg(long, env = "RELAY_USAGE_RETENTION", value_parser = humantime::parse_duration)]
     pub usage_retention: Option<Duration>,
+    /// Comma-separated address ranges (`10.0.0.0/8,fd00::/8`) of load
+    /// balancers whose `Forwarded` / `X-Forwarded-For` headers name the
+    /// client on the control plane (login limits, logs). Default: none —
+    /// the headers are ignored and the peer address counts.
+    #[arg(long, env = "RELAY_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: crate::http::client_addr::TrustedProxies,
     #[command(flatten)]
     pub database: DatabaseArg,
     #[command(flatten)]
@@ -109,6 +115,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             .filter(|t| !t.is_empty())
             .map(Secret::new),
         cookie_secure: args.cookie_secure,
+        trusted_proxies: args.trusted_proxies,
         database_url: args.database.url(),
         state_url: args.state.url(),
         drain_delay: args.drain_delay,

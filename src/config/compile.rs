@@ -5,6 +5,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -17,7 +18,7 @@ use super::revision::Revision;
 use super::schema::closest;
 use super::snapshot::*;
 use super::source::Positions;
-use crate::secrets::{unseal, MasterKey, Secret};
+use crate::secrets::{unseal, MasterKey, Redactor, Secret};
 
 /// How sealed secrets are treated while compiling.
 #[derive(Clone, Copy)]
@@ -175,11 +176,20 @@ pub fn compile(
     let policy_index = unique_names(&docs.policies, Kind::Policy, |p| &p.name, &mut rep);
     let _ = unique_names(&docs.users, Kind::User, |u| &u.name, &mut rep);
 
-    let hosts: Vec<Host> = docs
+    let mut hosts: Vec<Host> = docs
         .hosts
         .iter()
         .map(|d| compile_host(d, secrets, &mut rep))
         .collect();
+    // One redactor for the whole snapshot: an upstream may echo any key.
+    let redactor = Arc::new(Redactor::new(
+        hosts
+            .iter()
+            .flat_map(|h| h.keys.iter().map(|k| k.secret.expose())),
+    ));
+    for h in &mut hosts {
+        h.redactor = redactor.clone();
+    }
 
     // Model names and aliases share one namespace: the `model` clients send.
     let mut model_index: FxHashMap<Box<str>, ModelId> =
@@ -480,20 +490,12 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
                 .into();
         rep.at(d, Kind::Host, &h.name, "/base_url", Severity::Error, msg);
     }
-    for name in h.headers.keys() {
-        if CREDENTIAL_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            let msg = format!(
-                "`{name}` carries credentials, which must not sit in the repository in plaintext; put the value \
-                 under `keys:` (sealed `age:` or `env:`) and relay sends it with the adapter's auth header"
-            );
-            rep.at(
-                d,
-                Kind::Host,
-                &h.name,
-                &format!("/headers/{name}"),
-                Severity::Error,
-                msg,
-            );
+    let mut extra_headers = Vec::with_capacity(h.headers.len());
+    for (name, value) in &h.headers {
+        let pointer = format!("/headers/{}", name.replace('~', "~0").replace('/', "~1"));
+        match host_header(name, value) {
+            Ok(pair) => extra_headers.push(pair),
+            Err(msg) => rep.at(d, Kind::Host, &h.name, &pointer, Severity::Error, msg),
         }
     }
     let mut keys = Vec::new();
@@ -516,15 +518,24 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
             );
         }
         match resolve_key(k, secrets) {
-            KeyResolution::Ready(source, secret) => {
-                let fingerprint = hex::encode(Sha256::digest(secret.expose().as_bytes()));
-                keys.push(HostKey {
+            KeyResolution::Ready(source, secret) => match key_headers(&secret) {
+                Some(auth) => keys.push(HostKey {
                     name: k.name.clone(),
+                    fingerprint: breaker_fingerprint(&h.name, secret.expose()),
                     source,
                     secret,
-                    fingerprint,
-                });
-            }
+                    auth,
+                }),
+                None => {
+                    // Never echo the value: it is a secret, just a broken one.
+                    let msg = format!(
+                        "the value of key `{}` cannot be sent in an HTTP header (it holds a line break or another \
+                         control character); fix the value (a stray trailing newline is the usual cause)",
+                        k.name
+                    );
+                    rep.at(d, Kind::Host, &h.name, &pointer, Severity::Error, msg);
+                }
+            },
             KeyResolution::Unavailable(source, reason, sev) => {
                 if let Some(sev) = sev {
                     let field = if matches!(source, KeySource::Env(_)) {
@@ -581,6 +592,13 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
             }
         }
     };
+    if !h.allow_insecure {
+        if let Ok(url) = url::Url::parse(base) {
+            for msg in insecure_base_url(&url) {
+                rep.at(d, Kind::Host, &h.name, "/base_url", Severity::Warning, msg);
+            }
+        }
+    }
     let b = h.breaker.clone().unwrap_or_default();
     let defaults = BreakerSettings::default();
     let dur =
@@ -597,6 +615,7 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        extra_headers,
         selection: h.selection,
         max_keys_per_request: h.max_keys_per_request.unwrap_or(3) as usize,
         keys,
@@ -610,7 +629,142 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
                 .server_error_threshold
                 .unwrap_or(defaults.server_error_threshold),
         },
+        // Filled in once every host is compiled (`compile`).
+        redactor: Arc::default(),
     }
+}
+
+/// Headers relay frames itself, or that belong to one hop: a configured
+/// `Content-Length` or `Transfer-Encoding` would desynchronise pooled
+/// upstream connections, `Host` would misroute them.
+const FRAMING_HEADERS: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
+/// One `headers:` entry, checked and built for sending.
+fn host_header(name: &str, value: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
+    let lower = name.to_ascii_lowercase();
+    if CREDENTIAL_HEADERS.contains(&lower.as_str()) {
+        return Err(format!(
+            "`{name}` carries credentials, which must not sit in the repository in plaintext; put the value \
+             under `keys:` (sealed `age:` or `env:`) and relay sends it with the adapter's auth header"
+        ));
+    }
+    if FRAMING_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+        return Err(format!(
+            "`{name}` is a framing or hop-by-hop header that relay sets itself for each connection; remove it \
+             from `headers:`"
+        ));
+    }
+    let header_name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        format!(
+            "`{}` is not a valid header name; use letters, digits and `-` (e.g. `OpenAI-Organization`)",
+            name.escape_debug()
+        )
+    })?;
+    // `HeaderValue` takes any byte but controls; upstreams read non-ASCII
+    // bytes differently, so only printable ASCII (and tab) goes out.
+    let printable = value
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
+    let header_value = http::HeaderValue::from_str(value)
+        .ok()
+        .filter(|_| printable)
+        .ok_or_else(|| {
+        format!(
+            "the value of header `{name}` holds a line break, a control character or non-ASCII text; header \
+             values must be printable ASCII on one line"
+            )
+        })?;
+    Ok((header_name, header_value))
+}
+
+/// A key's credential headers; `None` if the value cannot be a header.
+fn key_headers(secret: &Secret) -> Option<KeyHeaders> {
+    let sensitive = |text: &str| {
+        http::HeaderValue::from_str(text).ok().map(|mut v| {
+            v.set_sensitive(true);
+            v
+        })
+    };
+    Some(KeyHeaders {
+        bearer: sensitive(&format!("Bearer {}", secret.expose()))?,
+        api_key: sensitive(secret.expose())?,
+    })
+}
+
+/// Why a `base_url` deserves a second look (warnings; `allow_insecure`
+/// silences them): plain HTTP leaves loopback, or the address is
+/// link-local / a cloud metadata service.
+fn insecure_base_url(url: &url::Url) -> Vec<String> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let mut out = Vec::new();
+    let host = url.host();
+    let loopback = match &host {
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    let metadata = match &host {
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            [
+                "metadata.google.internal",
+                "metadata.goog",
+                "metadata",
+                "instance-data",
+                "instance-data.ec2.internal",
+            ]
+            .contains(&d.as_str())
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_link_local() || *ip == Ipv4Addr::new(100, 100, 100, 200),
+        Some(url::Host::Ipv6(ip)) => {
+            (ip.segments()[0] & 0xffc0) == 0xfe80
+                || *ip == Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)
+                || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+        }
+        None => false,
+    };
+    if metadata {
+        out.push(format!(
+            "`base_url` points at a link-local or cloud metadata address (`{}`): relay would send host keys and \
+             prompts to the machine's metadata service; fix the URL, or set `allow_insecure: true` on this Host \
+             if that really is the upstream",
+            url.host_str().unwrap_or_default()
+        ));
+    }
+    if url.scheme() == "http" && !loopback {
+        out.push(
+            "`base_url` uses plain http:// to a host other than loopback: host keys and prompts would cross the \
+             network unencrypted; use https://, or set `allow_insecure: true` on this Host if the network is \
+             trusted"
+                .to_string(),
+        );
+    }
+    out
+}
+
+/// Names a key's breaker: SHA-256 over the host's name and the key's value,
+/// so the same value on two hosts has two breakers (a 401 on one host says
+/// nothing about another) and a rotated value starts clean. The value
+/// itself never leaves the process.
+pub fn breaker_fingerprint(host: &str, value: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(host.as_bytes());
+    h.update([0u8]);
+    h.update(value.as_bytes());
+    hex::encode(h.finalize())
 }
 
 /// Header names whose values are credentials.
@@ -673,7 +827,109 @@ fn resolve_key(k: &HostKeySpec, secrets: SecretMode) -> KeyResolution {
 
 #[cfg(test)]
 mod tests {
-    use super::field_path;
+    use super::{breaker_fingerprint, field_path, host_header, insecure_base_url, key_headers};
+    use crate::secrets::Secret;
+
+    #[test]
+    fn host_headers_are_checked_and_built_once() {
+        let (name, value) = host_header("OpenAI-Organization", "org-123").unwrap();
+        assert_eq!(
+            (name.as_str(), value.to_str().unwrap()),
+            ("openai-organization", "org-123")
+        );
+        for framing in [
+            "Content-Length",
+            "transfer-encoding",
+            "Host",
+            "Connection",
+            "Keep-Alive",
+            "Upgrade",
+            "TE",
+            "Trailer",
+            "Proxy-Connection",
+            "proxy-authenticate",
+        ] {
+            let err = host_header(framing, "1").unwrap_err();
+            assert!(err.contains("hop-by-hop"), "{framing}: {err}");
+        }
+        assert!(host_header("Authorization", "Bearer x")
+            .unwrap_err()
+            .contains("credentials"));
+        for bad_name in ["X Bad", "X:Bad", "", "Ünïcode", "x\r\ny"] {
+            let err = host_header(bad_name, "v").unwrap_err();
+            assert!(
+                err.contains("not a valid header name"),
+                "{bad_name:?}: {err}"
+            );
+        }
+        for bad_value in [
+            "a\r\nX-Injected: 1",
+            "a\nb",
+            "nul\0",
+            "caf\u{e9}",
+            "bell\u{7}",
+        ] {
+            let err = host_header("X-Ok", bad_value).unwrap_err();
+            assert!(err.contains("printable ASCII"), "{bad_value:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn key_values_become_sensitive_headers_or_nothing() {
+        let h = key_headers(&Secret::new("sk-abc")).unwrap();
+        assert_eq!(h.bearer.to_str().unwrap(), "Bearer sk-abc");
+        assert!(h.bearer.is_sensitive() && h.api_key.is_sensitive());
+        assert!(key_headers(&Secret::new("sk-abc\n")).is_none());
+    }
+
+    #[test]
+    fn breakers_are_scoped_by_host_and_value() {
+        let a = breaker_fingerprint("openai", "sk-same");
+        assert_ne!(
+            a,
+            breaker_fingerprint("azure", "sk-same"),
+            "same value, other host"
+        );
+        assert_ne!(a, breaker_fingerprint("openai", "sk-rotated"));
+        assert_eq!(
+            a,
+            breaker_fingerprint("openai", "sk-same"),
+            "stable across loads"
+        );
+        assert_ne!(
+            breaker_fingerprint("ab", "c"),
+            breaker_fingerprint("a", "bc")
+        );
+        assert!(!a.contains("sk-same"));
+    }
+
+    #[test]
+    fn insecure_base_urls_are_named() {
+        let warn = |u: &str| insecure_base_url(&url::Url::parse(u).unwrap());
+        for ok in [
+            "https://api.openai.com/v1",
+            "http://127.0.0.1:9000/v1",
+            "http://localhost:11434/v1",
+            "http://[::1]:8000/v1",
+            "http://llm.localhost/v1",
+        ] {
+            assert!(warn(ok).is_empty(), "{ok}: {:?}", warn(ok));
+        }
+        assert!(warn("http://vllm.internal:8000/v1")[0].contains("plain http://"));
+        for metadata in [
+            "https://169.254.169.254/latest",
+            "http://metadata.google.internal/computeMetadata/v1",
+            "http://[fe80::1]/v1",
+            "http://100.100.100.200/v1",
+            "http://[fd00:ec2::254]/v1",
+        ] {
+            let w = warn(metadata);
+            assert!(
+                w.iter().any(|m| m.contains("metadata")),
+                "{metadata}: {w:?}"
+            );
+        }
+    }
 
     #[test]
     fn field_paths_read_like_yaml() {

@@ -47,6 +47,12 @@ pub struct HostSpec {
     /// Per-class breaker cooldowns for this host's keys.
     #[serde(default)]
     pub breaker: Option<BreakerSpec>,
+    /// Accept a `base_url` that `relay validate` otherwise warns about:
+    /// plain `http://` to anything but loopback, or a link-local or cloud
+    /// metadata address (169.254.0.0/16, fe80::/10, metadata.google.internal).
+    /// Set it only when that is really where the upstream lives.
+    #[serde(default)]
+    pub allow_insecure: bool,
 }
 
 /// Key selection strategy within a host's pool.

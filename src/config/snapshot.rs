@@ -4,6 +4,7 @@
 //! never mutated. All references are resolved to indices and every lookup the
 //! hot path needs is pre-indexed.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use globset::GlobSet;
@@ -13,7 +14,7 @@ use serde::Serialize;
 use super::kinds::{Adapter, BudgetSpec, LimitsSpec, Role, Selection};
 use super::problem::Problem;
 use super::revision::Revision;
-use crate::secrets::Secret;
+use crate::secrets::{Redactor, Secret};
 
 pub type HostId = usize;
 pub type ModelId = usize;
@@ -91,7 +92,11 @@ pub struct Host {
     pub urls: UpstreamUrls,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// The `headers:` map as written (names shown by the dashboard).
     pub headers: Vec<(String, String)>,
+    /// The same headers, validated and built once per snapshot, appended to
+    /// every upstream request as they are.
+    pub extra_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub selection: Selection,
     pub max_keys_per_request: usize,
     /// Keys whose value is available, in list order.
@@ -99,6 +104,10 @@ pub struct Host {
     /// Keys left out of the pool, with the reason (e.g. an unset variable).
     pub unavailable_keys: Vec<UnavailableKey>,
     pub breaker: BreakerSettings,
+    /// Every key value of the snapshot (all hosts', shared): an error body
+    /// from this host is scrubbed of any of them before a client or a log
+    /// sees it.
+    pub redactor: Arc<Redactor>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,8 +125,20 @@ pub struct HostKey {
     pub name: String,
     pub source: KeySource,
     pub secret: Secret,
-    /// Hex SHA-256 of the value: names the key's breaker without revealing it.
+    /// Hex SHA-256 of the host's name and the value: names the key's
+    /// breaker without revealing it, per host.
     pub fingerprint: String,
+    /// The credential headers, built once per snapshot (marked sensitive).
+    pub auth: KeyHeaders,
+}
+
+/// A key's value as the adapters send it.
+#[derive(Debug, Clone)]
+pub struct KeyHeaders {
+    /// `Authorization: Bearer <value>` (openai adapter).
+    pub bearer: http::HeaderValue,
+    /// `x-api-key: <value>` (anthropic adapter).
+    pub api_key: http::HeaderValue,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -24,12 +24,10 @@ pub(crate) fn login_url(next: &str) -> String {
     format!("/login?next={enc}")
 }
 
-/// Only same-site paths: `next` must never send a visitor elsewhere.
+/// Only same-site paths: `next` must never send a visitor elsewhere (the
+/// same check `POST /login` makes).
 pub(crate) fn safe_next(next: Option<&str>) -> &str {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
-        _ => "/",
-    }
+    session::safe_next(next)
 }
 
 fn message(code: &str) -> &'static str {

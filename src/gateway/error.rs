@@ -239,10 +239,24 @@ impl GatewayError {
         status: http::StatusCode,
         body: Bytes,
         retry_after: Option<String>,
+        class: crate::upstream::classify::FailureClass,
     ) -> GatewayError {
+        // Some upstreams echo the credential they were sent: no configured
+        // key value reaches a client or a log line.
+        let body = host.redactor.redact_bytes(body);
         // The upstream refusing relay's credential is not the caller's fault:
-        // a 401 would tell them their relay key is wrong.
-        if matches!(status.as_u16(), 401 | 403) {
+        // a 401 would tell them their relay key is wrong. A request-scoped
+        // 403 (a model, tool or beta the organisation may not use) is the
+        // caller's, and goes back to them as the upstream said it.
+        if class == crate::upstream::classify::FailureClass::Auth {
+            let message = upstream_message(&body);
+            tracing::warn!(
+                host = %host.name,
+                key = %key.name,
+                status = status.as_u16(),
+                upstream_message = %message,
+                "upstream rejected the key"
+            );
             return GatewayError::UpstreamKeyRejected {
                 host: host.name.clone(),
                 key: key.name.clone(),
@@ -256,4 +270,15 @@ impl GatewayError {
             retry_after,
         }
     }
+}
+
+/// The `error.message` of an upstream error body (either protocol), or the
+/// start of the body, for the log; at most 300 characters.
+fn upstream_message(body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let text = match parsed.as_ref().and_then(|v| v.pointer("/error/message")) {
+        Some(serde_json::Value::String(m)) => m.clone(),
+        _ => String::from_utf8_lossy(body).into_owned(),
+    };
+    text.chars().take(300).collect()
 }

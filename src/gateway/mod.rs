@@ -468,29 +468,14 @@ impl Gateway {
             (Some(_), Protocol::OpenAi) => Endpoint::ChatCompletions,
             (Some(_), Protocol::Anthropic) => Endpoint::Messages,
         };
-        let request = match upstream_request(
+        let request = upstream_request(
             upstream_endpoint,
             binding,
             host,
             host_key,
             call.headers,
             upstream_body,
-        ) {
-            Ok(r) => r,
-            Err(detail) => {
-                let err = GatewayError::UpstreamUnreachable {
-                    host: host.name.clone(),
-                    detail,
-                };
-                return Err(Outcome::Retry(
-                    err,
-                    Failure {
-                        class: FailureClass::ServerError,
-                        retry_after: None,
-                    },
-                ));
-            }
-        };
+        );
         let sent_at = Instant::now();
         let sent = self
             .upstreams
@@ -534,6 +519,7 @@ impl Gateway {
                 status,
                 body,
                 retry_after,
+                failure.class,
             );
             if failure.class == FailureClass::ClientError {
                 self.metrics
@@ -757,8 +743,9 @@ impl Gateway {
     }
 }
 
-/// The upstream request for one attempt; `Err` names a header that cannot
-/// be sent.
+/// The upstream request for one attempt. Every configured header and key
+/// value was checked and built when the snapshot was compiled, so nothing
+/// here parses or can fail.
 fn upstream_request(
     endpoint: Endpoint,
     binding: &Binding,
@@ -766,7 +753,7 @@ fn upstream_request(
     key: &HostKey,
     client_headers: &HeaderMap,
     body: Vec<u8>,
-) -> Result<upstream::Request, String> {
+) -> upstream::Request {
     let uri = match endpoint {
         Endpoint::ChatCompletions => host.urls.chat_completions.clone(),
         Endpoint::Messages => host.urls.messages.clone(),
@@ -776,7 +763,7 @@ fn upstream_request(
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
     let h = req.headers_mut();
-    h.reserve(6 + host.headers.len());
+    h.reserve(6 + host.extra_headers.len());
     h.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -789,32 +776,18 @@ fn upstream_request(
         http::header::USER_AGENT,
         HeaderValue::from_static(upstream::USER_AGENT),
     );
-    for (name, value) in &host.headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|e| format!("host header `{name}` is not a valid header name: {e}"))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|e| format!("host header `{name}` has an invalid value: {e}"))?;
-        h.append(name, value);
+    // Validated and built once per snapshot (config/compile.rs).
+    for (name, value) in &host.extra_headers {
+        h.append(name.clone(), value.clone());
     }
     // Only the adapter's own credential header goes upstream; the client's
     // relay key never does.
-    let secret = |v: &str| {
-        HeaderValue::from_str(v)
-            .map(|mut v| {
-                v.set_sensitive(true);
-                v
-            })
-            .map_err(|_| format!("key `{}` is not a valid header value", key.name))
-    };
     match Protocol::from(binding.adapter) {
         Protocol::OpenAi => {
-            h.insert(
-                http::header::AUTHORIZATION,
-                secret(&format!("Bearer {}", key.secret.expose()))?,
-            );
+            h.insert(http::header::AUTHORIZATION, key.auth.bearer.clone());
         }
         Protocol::Anthropic => {
-            h.insert("x-api-key", secret(key.secret.expose())?);
+            h.insert("x-api-key", key.auth.api_key.clone());
             let version = client_headers
                 .get("anthropic-version")
                 .filter(|v| v.to_str().is_ok())
@@ -826,7 +799,7 @@ fn upstream_request(
             }
         }
     }
-    Ok(req)
+    req
 }
 
 #[derive(serde::Deserialize, Default)]

@@ -40,8 +40,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The admin API's OpenAPI 3.1 document (kept in `openapi.json` beside
-/// this file; a test checks it lists every route).
-async fn openapi() -> impl IntoResponse {
+/// this file; a test checks it lists every route). Viewers and up, like
+/// every other control-plane read.
+async fn openapi(_: Principal) -> impl IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         include_str!("openapi.json"),
@@ -152,7 +153,16 @@ async fn create_key(
     state.gateway.keys.refresh().await?;
     let mut body = serde_json::to_value(&minted.row).unwrap_or_default();
     body["key"] = serde_json::Value::from(minted.plaintext.expose());
-    Ok((StatusCode::CREATED, Json(body)))
+    // The only response that ever holds a key's plaintext: no cache (a
+    // browser's, a proxy's) may keep a copy.
+    Ok((
+        StatusCode::CREATED,
+        [(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        )],
+        Json(body),
+    ))
 }
 
 async fn list_keys(

@@ -1,6 +1,7 @@
 //! The HTTP edge: routers for the data plane and the control plane, and the
 //! one place errors become responses.
 
+pub mod client_addr;
 pub mod config_view;
 pub mod control;
 pub mod data;

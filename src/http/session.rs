@@ -1,10 +1,11 @@
 //! Who is calling the control plane: the admin bearer token, or a dashboard
 //! session cookie made by `POST /login`. Roles come from config on every
 //! request; CSRF is checked for every state-changing request a session
-//! makes; failed logins are rate-limited through the state backend (so the
-//! limit is shared by replicas on Redis).
+//! makes; login attempts are counted through the state backend (so the
+//! limits are shared by replicas on Redis) before any password is checked.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -17,6 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
+use super::client_addr::TrustedProxies;
 use super::error::ApiError;
 use super::AppState;
 use crate::auth::password;
@@ -30,11 +32,22 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const CSRF_FIELD: &str = "_csrf";
 /// Sessions end this long after login.
 pub const SESSION_TTL_MS: i64 = 12 * 60 * 60 * 1000;
-/// Failed logins allowed per login name, and per client address, within
-/// `LOGIN_WINDOW_MS`; the next attempt is refused without checking the password.
-pub const LOGIN_FAILURES_PER_NAME: i64 = 5;
-pub const LOGIN_FAILURES_PER_ADDR: i64 = 20;
+/// Login attempts allowed per (login name, client address) pair, and per
+/// client address, within `LOGIN_WINDOW_MS`. Each attempt is counted before
+/// its password is checked (increment first, so parallel guesses cannot all
+/// slip under the limit); the next one is refused unchecked.
+pub const LOGIN_ATTEMPTS_PER_PAIR: i64 = 5;
+pub const LOGIN_ATTEMPTS_PER_ADDR: i64 = 20;
 pub const LOGIN_WINDOW_MS: u64 = 5 * 60 * 1000;
+/// A login name alone is never locked — that would let anyone keep its
+/// owner out — but past this many failures in the window each attempt for
+/// it waits `LOGIN_NAME_DELAY_STEP_MS` per further failure, at most
+/// `LOGIN_NAME_DELAY_MAX_MS`, before its password is checked.
+pub const LOGIN_NAME_FREE_FAILURES: i64 = 5;
+pub const LOGIN_NAME_DELAY_STEP_MS: u64 = 100;
+pub const LOGIN_NAME_DELAY_MAX_MS: u64 = 2_000;
+/// Admin tokens shorter than this are accepted with a warning at start.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 /// Password checks running at once: each costs ~20 ms of CPU and 19 MiB,
 /// so a login flood cannot starve the data plane.
 const CONCURRENT_VERIFICATIONS: usize = 2;
@@ -47,6 +60,8 @@ pub struct ControlAuth {
     /// honoured only while config defines no User.
     generated_admin: Option<Secret>,
     verifications: Semaphore,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` name the client.
+    trusted_proxies: TrustedProxies,
 }
 
 impl ControlAuth {
@@ -55,12 +70,35 @@ impl ControlAuth {
         cookie_secure: bool,
         generated_admin: Option<Secret>,
     ) -> Self {
+        if let Some(t) = &admin_token {
+            let len = t.expose().chars().count();
+            if len < MIN_ADMIN_TOKEN_LEN {
+                tracing::warn!(
+                    "RELAY_ADMIN_TOKEN is only {len} characters long: anyone who guesses it is admin; use at least \
+                     {MIN_ADMIN_TOKEN_LEN} random characters (e.g. `openssl rand -hex 32`)"
+                );
+            }
+        }
         ControlAuth {
             admin_token,
             cookie_secure,
             generated_admin,
             verifications: Semaphore::new(CONCURRENT_VERIFICATIONS),
+            trusted_proxies: TrustedProxies::default(),
         }
+    }
+
+    /// Believe forwarded headers from these peers (`RELAY_TRUSTED_PROXIES`).
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
+    /// The address a control-plane request comes from, for login limits
+    /// and logs.
+    pub fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0;
+        Some(self.trusted_proxies.client_ip(peer, &parts.headers))
     }
 
     /// The password hash and role of a login name, as config says now.
@@ -74,10 +112,6 @@ impl ControlAuth {
             }
             _ => None,
         }
-    }
-
-    fn role_of(&self, snap: &Snapshot, name: &str) -> Option<Role> {
-        self.credential(snap, name).map(|(_, role)| role)
     }
 
     fn anyone_can_log_in(&self, snap: &Snapshot) -> bool {
@@ -157,12 +191,29 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, 
             )
         })?;
     let snap = state.config.snapshot();
-    let role = auth.role_of(&snap, &session.user_name).ok_or_else(|| {
+    let (hash, role) = auth.credential(&snap, &session.user_name).ok_or_else(|| {
         ApiError::Unauthorized(format!(
             "user `{}` is no longer defined in config; sign in again as a configured User",
             session.user_name
         ))
     })?;
+    drop(snap);
+    // A session belongs to the password it was opened with: changing a
+    // User's `password_hash` in git signs that user out everywhere.
+    if !bool::from(
+        credential_fingerprint(&hash)
+            .as_bytes()
+            .ct_eq(session.credential.as_bytes()),
+    ) {
+        if let Err(e) = state.store.delete_session(&id).await {
+            tracing::warn!(error = %e, "cannot delete a session whose password changed");
+        }
+        return Err(ApiError::Unauthorized(
+            "your password changed since you signed in (or the session predates this check); sign in again at \
+             /login"
+                .into(),
+        ));
+    }
     if !is_safe(&parts.method) {
         check_csrf(
             parts.headers.get(CSRF_HEADER).map(HeaderValue::as_bytes),
@@ -236,6 +287,24 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 
 fn session_id_hash(cookie: &str) -> String {
     hex::encode(Sha256::digest(cookie.as_bytes()))
+}
+
+/// What a session remembers of the password it was opened with: a digest
+/// of the User's `password_hash` (itself a salted argon2id hash), enough to
+/// notice a change and useless for anything else.
+fn credential_fingerprint(password_hash: &Secret) -> String {
+    hex::encode(&Sha256::digest(password_hash.expose().as_bytes())[..16])
+}
+
+/// State-backend key for a login counter: hashed, so any name a client
+/// sends makes a short key.
+fn login_counter(scope: &str, parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0u8]);
+    }
+    format!("login:{scope}:{}", hex::encode(&h.finalize()[..16]))
 }
 
 fn random_token() -> String {
@@ -315,21 +384,16 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let addr = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string());
+    let addr = state
+        .auth
+        .client_ip(&parts)
+        .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
     let form = match axum::body::to_bytes(body, 16 * 1024).await {
         Ok(bytes) if json => serde_json::from_slice::<LoginForm>(&bytes).ok(),
         Ok(bytes) => serde_urlencoded::from_bytes::<LoginForm>(&bytes).ok(),
         Err(_) => None,
     };
-    let next = form
-        .as_ref()
-        .and_then(|f| f.next.as_deref())
-        .filter(|n| is_local_path(n))
-        .unwrap_or("/")
-        .to_string();
+    let next = safe_next(form.as_ref().and_then(|f| f.next.as_deref())).to_string();
     let outcome = match form {
         Some(form) => attempt_login(&state, &form, &addr).await,
         None => Err(LoginRefused::BadRequest),
@@ -348,6 +412,8 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
                 Redirect::to(&next).into_response()
             };
             resp.headers_mut().insert(header::SET_COOKIE, cookie);
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp
         }
         Err(refused) if json => refused.api_error().into_response(),
@@ -362,9 +428,46 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
     }
 }
 
-/// Only same-site paths: `next` must not become an open redirect.
+/// Where to send a visitor after signing in: `next` when it is a plain
+/// local path, else `/`. `next` must not become an open redirect, and
+/// browsers are generous readers of `Location` (they drop tabs and line
+/// breaks, read `\\` as `/`, and `//host` leaves the site), so both the
+/// value and its percent-decoded form must start with a single `/` and hold
+/// only printable ASCII without `//`, `\\` or whitespace.
+pub fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if is_local_path(n) && is_local_path(&percent_decode(n)) => n,
+        _ => "/",
+    }
+}
+
 fn is_local_path(p: &str) -> bool {
-    p.starts_with('/') && !p.starts_with("//") && !p.contains('\\')
+    p.starts_with('/') && !p.contains("//") && p.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+}
+
+/// `%XX` sequences decoded (invalid ones kept as they are).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, ..) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn attempt_login(
@@ -378,21 +481,29 @@ async fn attempt_login(
         return Err(LoginRefused::NoUsers);
     }
     let backend = state.breakers.state();
-    let counters = [
-        format!("login_fail:name:{}", form.name),
-        format!("login_fail:addr:{addr}"),
-    ];
-    let counts = backend.get_many(&counters).await;
-    let count = |i: usize| {
-        counts
-            .get(i)
-            .and_then(|v| v.as_deref())
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
-    if count(0) >= LOGIN_FAILURES_PER_NAME || count(1) >= LOGIN_FAILURES_PER_ADDR {
+    // Counted first, checked second: of N parallel guesses only the first
+    // few reach a password check, however they interleave.
+    let pair = login_counter("pair", &[&form.name, addr]);
+    let by_addr = login_counter("addr", &[addr]);
+    let by_name = login_counter("name", &[&form.name]);
+    let (pair_n, addr_n, name_failures) = tokio::join!(
+        backend.incr(&pair, 1, LOGIN_WINDOW_MS),
+        backend.incr(&by_addr, 1, LOGIN_WINDOW_MS),
+        backend.get_many(std::slice::from_ref(&by_name)),
+    );
+    if pair_n > LOGIN_ATTEMPTS_PER_PAIR || addr_n > LOGIN_ATTEMPTS_PER_ADDR {
         tracing::warn!(user = %form.name, addr, "login refused: too many failed attempts");
         return Err(LoginRefused::RateLimited);
+    }
+    // A name under attack from elsewhere only slows down, never locks.
+    let name_failures = name_failures
+        .first()
+        .and_then(|v| v.as_deref())
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    let delay = name_delay(name_failures);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let credential = auth.credential(&snap, &form.name);
     drop(snap);
@@ -410,17 +521,15 @@ async fn attempt_login(
         .await
         .unwrap_or(false)
     };
-    let role = match (ok, credential) {
-        (true, Some((_, role))) => role,
+    let (hash, role) = match (ok, credential) {
+        (true, Some(c)) => c,
         _ => {
-            for key in &counters {
-                backend.incr(key, 1, LOGIN_WINDOW_MS).await;
-            }
+            backend.incr(&by_name, 1, LOGIN_WINDOW_MS).await;
             tracing::warn!(user = %form.name, addr, "dashboard login failed");
             return Err(LoginRefused::Invalid);
         }
     };
-    backend.del(&counters[..1]).await;
+    backend.del(std::slice::from_ref(&pair)).await;
     let cookie = random_token();
     let now = crate::store::now_ms();
     let row = crate::store::SessionRow {
@@ -429,6 +538,7 @@ async fn attempt_login(
         csrf: random_token(),
         created_at: now,
         expires_at: now + SESSION_TTL_MS,
+        credential: credential_fingerprint(&hash),
     };
     if let Err(e) = state.store.insert_session(&row).await {
         tracing::error!(error = %e, "cannot store the dashboard session");
@@ -448,6 +558,15 @@ async fn attempt_login(
         principal,
         row.expires_at,
     ))
+}
+
+/// How long an attempt for a name with `failures` recent failures waits.
+fn name_delay(failures: i64) -> Duration {
+    let over = failures.saturating_sub(LOGIN_NAME_FREE_FAILURES).max(0) as u64;
+    Duration::from_millis(
+        over.saturating_mul(LOGIN_NAME_DELAY_STEP_MS)
+            .min(LOGIN_NAME_DELAY_MAX_MS),
+    )
 }
 
 /// `POST /logout`: ends the session. Needs the CSRF token (header, or the
@@ -551,10 +670,57 @@ mod tests {
 
     #[test]
     fn next_must_stay_on_this_site() {
-        assert!(is_local_path("/keys"));
-        assert!(!is_local_path("//evil.example/"));
-        assert!(!is_local_path("https://evil.example/"));
-        assert!(!is_local_path("/\\evil.example"));
+        for ok in ["/", "/keys", "/usage?range=7d&model=gpt-4o", "/keys/%41"] {
+            assert_eq!(safe_next(Some(ok)), ok);
+        }
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil.example",
+            // Browsers drop tabs and line breaks: these are `//evil.example`.
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            // Encoded forms, decoded once more by the checker.
+            "/%09/evil.example",
+            "/%2F/evil.example",
+            "/%5Cevil.example",
+            "/%0d%0aSet-Cookie:x=1",
+            "javascript:alert(1)",
+            " /keys",
+            "/ke ys",
+            "/é",
+            "",
+            "/a//b",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn a_flooded_name_is_slowed_never_locked() {
+        assert_eq!(name_delay(0), Duration::ZERO);
+        assert_eq!(name_delay(LOGIN_NAME_FREE_FAILURES), Duration::ZERO);
+        assert_eq!(
+            name_delay(LOGIN_NAME_FREE_FAILURES + 3),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            name_delay(i64::MAX),
+            Duration::from_millis(LOGIN_NAME_DELAY_MAX_MS)
+        );
+    }
+
+    #[test]
+    fn login_counters_are_short_whatever_the_name() {
+        let long = "x".repeat(10_000);
+        let k = login_counter("pair", &[&long, "127.0.0.1"]);
+        assert!(k.len() < 64, "{k}");
+        assert_ne!(
+            login_counter("pair", &["ab", "c"]),
+            login_counter("pair", &["a", "bc"])
+        );
     }
 
     #[test]

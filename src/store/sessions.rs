@@ -10,6 +10,9 @@ pub struct SessionRow {
     pub csrf: String,
     pub created_at: i64,
     pub expires_at: i64,
+    /// A digest of the User's `password_hash` at login: the session ends
+    /// when the hash in config no longer matches.
+    pub credential: String,
 }
 
 impl Store {
@@ -22,14 +25,15 @@ impl Store {
                 .execute(p)
                 .await?;
             sqlx::query(
-                "INSERT INTO dashboard_sessions (id_hash, user_name, csrf, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO dashboard_sessions (id_hash, user_name, csrf, created_at, expires_at, credential) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&s.id_hash)
             .bind(&s.user_name)
             .bind(&s.csrf)
             .bind(s.created_at)
             .bind(s.expires_at)
+            .bind(&s.credential)
             .execute(p)
             .await
             .map(|_| ())
@@ -44,7 +48,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<SessionRow>, StoreError> {
         Ok(with_pool!(self, p => sqlx::query_as::<_, SessionRow>(
-            "SELECT id_hash, user_name, csrf, created_at, expires_at FROM dashboard_sessions \
+            "SELECT id_hash, user_name, csrf, created_at, expires_at, credential FROM dashboard_sessions \
              WHERE id_hash = $1 AND expires_at > $2",
         )
         .bind(id_hash)

@@ -1,7 +1,8 @@
 //! Per-key circuit breakers. Each host key has one, stored in the state
-//! backend under `secret_health:<sha256 of the key's value>` — never the
-//! value — so every replica shares it, and a rotated key (new value, new
-//! hash) starts clean while the old record simply expires.
+//! backend under `secret_health:<sha256 of the host's name and the key's
+//! value>` — never the value — so every replica shares it, the same value
+//! used by two hosts has two independent breakers, and a rotated key (new
+//! value, new hash) starts clean while the old record simply expires.
 //!
 //! States: closed (no record, or server errors below the threshold) → open
 //! (a key-fault failure, or the threshold reached; skipped until the

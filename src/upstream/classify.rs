@@ -12,7 +12,8 @@ use crate::adapters::Protocol;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureClass {
-    /// The credential was rejected (401/403): bad until rotated.
+    /// The credential itself was rejected (a 401, or a 403 saying the key
+    /// is invalid, revoked or disabled): bad until rotated.
     Auth,
     /// Billing or quota exhausted: retrying will not help for a long while.
     Quota,
@@ -20,7 +21,9 @@ pub enum FailureClass {
     RateLimit,
     /// The upstream is unhealthy (5xx, 529, timeouts, connection errors).
     ServerError,
-    /// The request's own fault: never trips a breaker.
+    /// The request's own fault (400/404/413/422, and any 403 that does not
+    /// say the key itself is bad): returned to that caller, never trips a
+    /// breaker.
     ClientError,
 }
 
@@ -79,7 +82,8 @@ pub fn classify_status(
                     FailureClass::Quota
                 }
                 429 => FailureClass::RateLimit,
-                401 | 403 => FailureClass::Auth,
+                401 => FailureClass::Auth,
+                403 => forbidden(&[etype, code], &message),
                 408 | 409 => FailureClass::ServerError,
                 s if s >= 500 => FailureClass::ServerError,
                 _ => FailureClass::ClientError,
@@ -95,7 +99,8 @@ pub fn classify_status(
                     FailureClass::Quota
                 }
                 402 => FailureClass::Quota,
-                401 | 403 => FailureClass::Auth,
+                401 => FailureClass::Auth,
+                403 => forbidden(&[etype], &message),
                 429 => FailureClass::RateLimit,
                 408 | 409 => FailureClass::ServerError,
                 s if s >= 500 => FailureClass::ServerError,
@@ -110,6 +115,62 @@ pub fn classify_status(
         None
     };
     Failure { class, retry_after }
+}
+
+/// A 403 counts against the key only when it says the credential itself is
+/// bad (invalid, revoked, disabled, deactivated, expired) or out of quota.
+/// Anything else — a model, tool, beta, feature or region the organisation
+/// may not use, or wording relay does not recognise — is about that one
+/// request (wire-formats §4.2, corrected): it goes back to its caller and
+/// must never take the key away from everyone else.
+fn forbidden(codes: &[&str], message: &str) -> FailureClass {
+    const KEY_CODES: [&str; 4] = [
+        "invalid_api_key",
+        "authentication_error",
+        "account_deactivated",
+        "api_key_revoked",
+    ];
+    const QUOTA_CODES: [&str; 2] = ["insufficient_quota", "billing_error"];
+    if codes.iter().any(|c| KEY_CODES.contains(c)) {
+        return FailureClass::Auth;
+    }
+    if codes.iter().any(|c| QUOTA_CODES.contains(c))
+        || [
+            "exceeded your current quota",
+            "credit balance is too low",
+            "quota exceeded",
+        ]
+        .iter()
+        .any(|w| message.contains(w))
+    {
+        return FailureClass::Quota;
+    }
+    let about_the_key = [
+        "api key",
+        "api_key",
+        "x-api-key",
+        "access token",
+        "credential",
+    ]
+    .iter()
+    .any(|w| message.contains(w));
+    let key_is_bad = [
+        "invalid",
+        "incorrect",
+        "revoked",
+        "disabled",
+        "deactivated",
+        "expired",
+        "has been deleted",
+        "not valid",
+    ]
+    .iter()
+    .any(|w| message.contains(w));
+    if about_the_key && key_is_bad {
+        FailureClass::Auth
+    } else {
+        FailureClass::ClientError
+    }
 }
 
 /// The upstream's own idea of when to retry (§4.3): `retry-after-ms`, then
@@ -291,7 +352,11 @@ mod tests {
             class(OpenAi, 401, r#"{"error":{"code":"invalid_api_key"}}"#),
             Auth
         );
-        assert_eq!(class(OpenAi, 403, "{}"), Auth);
+        assert_eq!(
+            class(OpenAi, 403, "{}"),
+            ClientError,
+            "unrecognised 403: request-scoped"
+        );
         assert_eq!(
             class(OpenAi, 404, r#"{"error":{"code":"model_not_found"}}"#),
             ClientError
@@ -327,7 +392,7 @@ mod tests {
         assert_eq!(class(Anthropic, 413, ""), ClientError);
         assert_eq!(class(Anthropic, 401, ""), Auth);
         assert_eq!(class(Anthropic, 402, ""), Quota);
-        assert_eq!(class(Anthropic, 403, ""), Auth);
+        assert_eq!(class(Anthropic, 403, ""), ClientError);
         assert_eq!(class(Anthropic, 404, ""), ClientError);
         assert_eq!(class(Anthropic, 429, ""), RateLimit);
         assert_eq!(
@@ -340,6 +405,49 @@ mod tests {
         );
         assert_eq!(class(Anthropic, 500, ""), ServerError);
         assert_eq!(class(Anthropic, 418, ""), ClientError);
+    }
+
+    /// wire-formats §4.2 as corrected: only a 403 that says the credential
+    /// itself is bad (or out of quota) counts against the key.
+    #[test]
+    fn forbidden_is_request_scoped_unless_it_blames_the_key() {
+        use FailureClass::*;
+        use Protocol::*;
+        let openai = |msg: &str, code: &str| {
+            format!(
+                r#"{{"error":{{"message":"{msg}","type":"invalid_request_error","code":"{code}"}}}}"#
+            )
+        };
+        let anthropic = |msg: &str| {
+            format!(r#"{{"type":"error","error":{{"type":"permission_error","message":"{msg}"}}}}"#)
+        };
+        let rows: [(Protocol, String, FailureClass); 12] = [
+            (OpenAi, openai("Project `proj_1` does not have access to model `gpt-5`", "model_not_found"), ClientError),
+            (OpenAi, openai("You do not have permission to access this resource: project does not have access to this model.", "permission_denied"), ClientError),
+            (OpenAi, openai("Country, region, or territory not supported", "unsupported_country_region_territory"), ClientError),
+            (OpenAi, openai("Your API key has been revoked.", ""), Auth),
+            (OpenAi, openai("This API key is disabled", ""), Auth),
+            (OpenAi, openai("The OpenAI account associated with this API key has been deactivated.", "account_deactivated"), Auth),
+            (OpenAi, openai("You exceeded your current quota", "insufficient_quota"), Quota),
+            (Anthropic, anthropic("Your API key does not have permission to use the specified resource."), ClientError),
+            (Anthropic, anthropic("The beta `computer-use-2099` is not available to your organization"), ClientError),
+            (Anthropic, anthropic("Your organization does not have access to the web_fetch tool"), ClientError),
+            (Anthropic, anthropic("This API key has been disabled."), Auth),
+            (Anthropic, r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#.to_string(), Auth),
+        ];
+        for (p, body, want) in rows {
+            assert_eq!(class(p, 403, &body), want, "{body}");
+        }
+        // Other request-scoped statuses never count against the key.
+        for s in [400, 404, 413, 422] {
+            assert_eq!(
+                class(OpenAi, s, &openai("Your API key has been revoked.", "")),
+                ClientError,
+                "{s}"
+            );
+        }
+        assert_eq!(class(Anthropic, 401, ""), Auth, "401 is always the key");
+        assert_eq!(class(OpenAi, 401, "<html>401</html>"), Auth);
     }
 
     #[test]

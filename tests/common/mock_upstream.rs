@@ -348,7 +348,9 @@ impl Connected<IncomingStream<'_, KillableListener>> for Conn {
 /// |---|---|---|
 /// | `400` | 400 `invalid_request_error` / `context_length_exceeded` | 400 `invalid_request_error` ("prompt is too long") |
 /// | `401` | 401 `invalid_api_key` | 401 `authentication_error` |
-/// | `403` | 403 `permission_denied` | 403 `permission_error` |
+/// | `403` | 403 `permission_denied` (the project may not use the model: request-scoped) | 403 `permission_error` (no permission for the resource: request-scoped) |
+/// | `403-key` | 403 "Your API key has been revoked." | 403 `permission_error` "This API key has been disabled." |
+/// | `echo-key-<status>` | `<status>` with an error message that repeats the credential it was sent | same, Anthropic shape |
 /// | `404` | 404 `model_not_found` | 404 `not_found_error` |
 /// | `429` | 429 `rate_limit_exceeded` + `retry-after: 7` | 429 `rate_limit_error` + `retry-after: 7` |
 /// | `429-noretry` | as `429`, no `retry-after` | as `429`, no `retry-after` |
@@ -374,6 +376,8 @@ enum Fault {
     Reset,
     BreakStream,
     StreamError,
+    /// An error with this status whose message echoes the credential.
+    EchoKey(u16),
 }
 
 /// Faults answered with an error status and a protocol-shaped error body.
@@ -382,6 +386,7 @@ enum ErrorFault {
     BadRequest,
     Unauthorized,
     Forbidden,
+    ForbiddenKey,
     NotFound,
     RateLimited,
     RateLimitedNoRetry,
@@ -399,6 +404,7 @@ impl Fault {
             "400" => Fault::Error(BadRequest),
             "401" => Fault::Error(Unauthorized),
             "403" => Fault::Error(Forbidden),
+            "403-key" => Fault::Error(ForbiddenKey),
             "404" => Fault::Error(NotFound),
             "429" => Fault::Error(RateLimited),
             "429-noretry" => Fault::Error(RateLimitedNoRetry),
@@ -413,7 +419,10 @@ impl Fault {
             "reset" => Fault::Reset,
             "break-stream" => Fault::BreakStream,
             "stream-error" => Fault::StreamError,
-            _ => Fault::Slow(spec.strip_prefix("slow:")?.parse().ok()?),
+            _ => match spec.strip_prefix("echo-key-") {
+                Some(code) => Fault::EchoKey(code.parse().ok().filter(|c| (400..600).contains(c))?),
+                None => Fault::Slow(spec.strip_prefix("slow:")?.parse().ok()?),
+            },
         })
     }
 }
@@ -528,6 +537,12 @@ fn error_fault_response(proto: Proto, fault: ErrorFault, model: &str) -> Respons
                 "invalid_request_error",
                 Some("permission_denied"),
             ),
+            ForbiddenKey => openai_error(
+                403,
+                "Your API key has been revoked.",
+                "invalid_request_error",
+                None,
+            ),
             NotFound => openai_error(
                 404,
                 &format!("The model `{model}` does not exist or you do not have access to it."),
@@ -572,6 +587,7 @@ fn error_fault_response(proto: Proto, fault: ErrorFault, model: &str) -> Respons
                 "permission_error",
                 "Your API key does not have permission to use the specified resource.",
             ),
+            ForbiddenKey => anthropic_error(403, "permission_error", "This API key has been disabled."),
             NotFound => anthropic_error(404, "not_found_error", &format!("model: {model}")),
             RateLimited | RateLimitedNoRetry | RateLimitedReset => anthropic_error(
                 429,
@@ -626,8 +642,16 @@ async fn early_fault(
     proto: Proto,
     fault: Fault,
     model: &str,
+    key: &str,
 ) -> Option<Response> {
     match fault {
+        Fault::EchoKey(code) => {
+            let message = format!("request rejected; the API key provided was {key}");
+            Some(match proto {
+                Proto::OpenAi => openai_error(code, &message, "invalid_request_error", None),
+                Proto::Anthropic => anthropic_error(code, "invalid_request_error", &message),
+            })
+        }
         Fault::Error(e) => Some(error_fault_response(proto, e, model)),
         Fault::Html502 => Some(
             (
@@ -868,7 +892,7 @@ async fn chat_completions(
         }
     };
     if let Some(f) = fault {
-        if let Some(resp) = early_fault(&shared, &conn, Proto::OpenAi, f, model).await {
+        if let Some(resp) = early_fault(&shared, &conn, Proto::OpenAi, f, model, key).await {
             return resp;
         }
     }
@@ -1026,7 +1050,7 @@ async fn messages(
         }
     };
     if let Some(f) = fault {
-        if let Some(resp) = early_fault(&shared, &conn, Proto::Anthropic, f, model).await {
+        if let Some(resp) = early_fault(&shared, &conn, Proto::Anthropic, f, model, key).await {
             return resp;
         }
     }
@@ -1174,7 +1198,7 @@ async fn embeddings(
         }
     };
     if let Some(f) = fault {
-        if let Some(resp) = early_fault(&shared, &conn, Proto::OpenAi, f, model).await {
+        if let Some(resp) = early_fault(&shared, &conn, Proto::OpenAi, f, model, key).await {
             return resp;
         }
     }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::support::*;
 
 /// `relay user hash-password` with the password on stdin.
-fn hash_password(password: &str) -> String {
+pub(crate) fn hash_password(password: &str) -> String {
     let mut child = relay()
         .args(["user", "hash-password"])
         .stdin(Stdio::piped())
@@ -42,21 +42,21 @@ fn users_yaml() -> String {
 }
 
 /// A signed-in dashboard session.
-struct Session {
-    cookie: String,
-    csrf: String,
+pub(crate) struct Session {
+    pub(crate) cookie: String,
+    pub(crate) csrf: String,
 }
 
 /// A client that neither follows redirects nor keeps cookies: the tests
 /// look at both.
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
 }
 
-async fn login_json(relay: &Relay, name: &str, password: &str) -> reqwest::Response {
+pub(crate) async fn login_json(relay: &Relay, name: &str, password: &str) -> reqwest::Response {
     client()
         .post(relay.control("/login"))
         .json(&json!({ "name": name, "password": password }))
@@ -65,7 +65,7 @@ async fn login_json(relay: &Relay, name: &str, password: &str) -> reqwest::Respo
         .unwrap()
 }
 
-async fn login(relay: &Relay, name: &str, password: &str) -> Session {
+pub(crate) async fn login(relay: &Relay, name: &str, password: &str) -> Session {
     let r = login_json(relay, name, password).await;
     assert_eq!(r.status(), StatusCode::OK, "login {name}");
     let set = r.headers()[SET_COOKIE].to_str().unwrap().to_string();
@@ -78,14 +78,14 @@ async fn login(relay: &Relay, name: &str, password: &str) -> Session {
 }
 
 impl Session {
-    fn get(&self, relay: &Relay, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn get(&self, relay: &Relay, path: &str) -> reqwest::RequestBuilder {
         client()
             .get(relay.control(path))
             .header(COOKIE, &self.cookie)
     }
 
     /// `GET /api/session` as this session.
-    async fn me(&self, relay: &Relay) -> Value {
+    pub(crate) async fn me(&self, relay: &Relay) -> Value {
         self.get(relay, "/api/session")
             .send()
             .await
@@ -103,7 +103,7 @@ impl Session {
     }
 }
 
-async fn message(r: reqwest::Response) -> String {
+pub(crate) async fn message(r: reqwest::Response) -> String {
     let v: Value = r.json().await.unwrap();
     v["error"]["message"]
         .as_str()

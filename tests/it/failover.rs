@@ -210,7 +210,9 @@ async fn each_failure_gets_its_class() {
         keys: &[
             ("quota", "fault-quota"),
             ("limited", "fault-429"),
-            ("forbidden", "fault-403"),
+            // A 403 that says the key itself is revoked (a request-scoped
+            // 403 never counts: see isolation.rs).
+            ("forbidden", "fault-403-key"),
             ("broken", "fault-500"),
             ("good", "sk-good"),
         ],

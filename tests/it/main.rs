@@ -10,6 +10,7 @@ mod control;
 mod dashboard;
 mod deploy;
 mod failover;
+mod isolation;
 mod lifecycle;
 mod metrics;
 mod mock_selftest;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_relay");
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 /// Every variable relay reads, cleared so the developer's shell cannot leak in.
 const RELAY_VARS: &[&str] = &[
@@ -23,6 +23,7 @@ const RELAY_VARS: &[&str] = &[
     "RELAY_MASTER_KEY",
     "RELAY_ADMIN_TOKEN",
     "RELAY_COOKIE_SECURE",
+    "RELAY_TRUSTED_PROXIES",
     "RELAY_LOG",
     "RELAY_LOG_FORMAT",
     "RELAY_RECIPIENT",
