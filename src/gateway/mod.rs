@@ -148,13 +148,7 @@ impl Ticket {
         self.row.output_tokens = u.output_tokens as i64;
         self.row.cache_read_tokens = u.cache_read_tokens as i64;
         self.row.cache_write_tokens = u.cache_write_tokens as i64;
-        self.row.cost_usd = self.pricing.map_or(0.0, |p| {
-            (u.input_tokens as f64 * p.input_per_mtok
-                + u.output_tokens as f64 * p.output_per_mtok
-                + u.cache_read_tokens as f64 * p.cache_read_per_mtok
-                + u.cache_write_tokens as f64 * p.cache_write_per_mtok)
-                / 1_000_000.0
-        });
+        self.row.cost_usd = usage::cost_usd(self.pricing.as_ref(), &u);
         let binding = self.row.binding.as_deref();
         self.metrics
             .record_call(&self.row.model, binding, status, elapsed, u);
@@ -641,10 +635,8 @@ impl Gateway {
             HeaderName::from_static("x-request-id"),
             header_value(&ticket.row.request_id),
         );
-        let parsed = match adapter {
-            Protocol::OpenAi => openai::response_usage(&body),
-            Protocol::Anthropic => anthropic::response_usage(&body),
-        };
+        // The adapter's one usage parser, translated call or not.
+        let parsed = usage::response_usage(adapter, &body);
         let Ok(usage) = parsed else {
             let err =
                 protocol_error("the upstream answered 2xx with a body that is not JSON".into());

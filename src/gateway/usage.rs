@@ -9,7 +9,32 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapters::{anthropic, openai, Protocol, Usage};
+use crate::config::snapshot::Pricing;
 use crate::store::{Store, UsageRow};
+
+/// What a call's tokens cost under its model's pricing (USD; 0 when the
+/// model is not priced). Unset cache prices are already the input price in
+/// `Pricing` (config/compile.rs).
+pub fn cost_usd(pricing: Option<&Pricing>, u: &Usage) -> f64 {
+    pricing.map_or(0.0, |p| {
+        (u.input_tokens as f64 * p.input_per_mtok
+            + u.output_tokens as f64 * p.output_per_mtok
+            + u.cache_read_tokens as f64 * p.cache_read_per_mtok
+            + u.cache_write_tokens as f64 * p.cache_write_per_mtok)
+            / 1_000_000.0
+    })
+}
+
+/// Usage of a whole (non-streamed) upstream body, by the upstream's
+/// protocol: the same parser whether the reply is passed through or
+/// translated for the client.
+pub fn response_usage(upstream: Protocol, body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
+    match upstream {
+        Protocol::OpenAi => openai::response_usage(body),
+        Protocol::Anthropic => anthropic::response_usage(body),
+    }
+}
 
 const CHANNEL: usize = 65_536;
 const BATCH: usize = 500;
