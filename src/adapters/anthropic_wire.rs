@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::anthropic::WireUsage;
 use super::canonical::{
     arguments_object, compact_json, Effort, Event, Media, Message, Part, Request, Response, Role,
     Stop, ToolChoice, Untranslatable,
 };
-use super::anthropic::WireUsage;
 use super::{sse, Usage};
 
 // ---------------------------------------------------------------------------------------------

@@ -406,7 +406,14 @@ fn cache_price_warning(
         missing.join(" or "),
         p.input_per_mtok
     );
-    rep.at(d, Kind::Model, &d.spec.name, "/pricing", Severity::Warning, msg);
+    rep.at(
+        d,
+        Kind::Model,
+        &d.spec.name,
+        "/pricing",
+        Severity::Warning,
+        msg,
+    );
 }
 
 fn compile_policies(

@@ -263,8 +263,17 @@ mod tests {
         }
         // Other keys and reasons are their own rows; normal calls pass.
         t.admit(throttled(T0 + 7, "k2", ThrottleReason::Budget), &mut out);
-        t.admit(throttled(T0 + 8, "k", ThrottleReason::Concurrency), &mut out);
-        t.admit(UsageRow { at: T0 + 9, ..UsageRow::default() }, &mut out);
+        t.admit(
+            throttled(T0 + 8, "k", ThrottleReason::Concurrency),
+            &mut out,
+        );
+        t.admit(
+            UsageRow {
+                at: T0 + 9,
+                ..UsageRow::default()
+            },
+            &mut out,
+        );
         assert_eq!(out.len(), 4, "{out:?}");
         assert!(out.iter().all(|r| r.calls == Calls(1)));
         // Nothing is due before the minute ends.
@@ -295,14 +304,29 @@ mod tests {
         }
         assert_eq!(out.len(), 5, "one a 1.5 s: every call is its own row");
         // Then fast ones; a new minute closes the old minute's merged row.
-        t.admit(throttled(T0 + 8_000, "k", ThrottleReason::RateLimitRequests), &mut out);
-        t.admit(throttled(T0 + 8_100, "k", ThrottleReason::RateLimitRequests), &mut out);
-        t.admit(throttled(T0 + 8_200, "k", ThrottleReason::RateLimitRequests), &mut out);
+        t.admit(
+            throttled(T0 + 8_000, "k", ThrottleReason::RateLimitRequests),
+            &mut out,
+        );
+        t.admit(
+            throttled(T0 + 8_100, "k", ThrottleReason::RateLimitRequests),
+            &mut out,
+        );
+        t.admit(
+            throttled(T0 + 8_200, "k", ThrottleReason::RateLimitRequests),
+            &mut out,
+        );
         assert_eq!(out.len(), 6);
-        t.admit(throttled(T0 + MINUTE_MS + 1, "k", ThrottleReason::RateLimitRequests), &mut out);
+        t.admit(
+            throttled(T0 + MINUTE_MS + 1, "k", ThrottleReason::RateLimitRequests),
+            &mut out,
+        );
         assert_eq!(out.len(), 8);
         assert_eq!(out[6].calls, Calls(2));
-        t.admit(throttled(T0 + MINUTE_MS + 2, "k", ThrottleReason::RateLimitRequests), &mut out);
+        t.admit(
+            throttled(T0 + MINUTE_MS + 2, "k", ThrottleReason::RateLimitRequests),
+            &mut out,
+        );
         t.drain(&mut out);
         assert_eq!(out.len(), 9);
         assert_eq!(out[8].calls, Calls(1));
@@ -314,7 +338,12 @@ mod tests {
         let names: Vec<&str> = ThrottleReason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(
             names,
-            ["rate_limit_requests", "rate_limit_tokens", "concurrency", "budget"]
+            [
+                "rate_limit_requests",
+                "rate_limit_tokens",
+                "concurrency",
+                "budget"
+            ]
         );
         for (limit, reason) in [
             ("requests_per_minute", ThrottleReason::RateLimitRequests),

@@ -499,11 +499,17 @@ mod tests {
         assert_eq!(totals.requests, 201);
         assert_eq!(totals.throttled, 200);
         assert_eq!(totals.input_tokens, 10);
-        let s = store.usage_series(Bucket::Hour, &UsageQuery {
-            from: Some(t),
-            to: Some(t + HOUR),
-            ..q
-        }).await.unwrap();
+        let s = store
+            .usage_series(
+                Bucket::Hour,
+                &UsageQuery {
+                    from: Some(t),
+                    to: Some(t + HOUR),
+                    ..q
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!((s[0].requests, s[0].errors), (201, 200));
     }
 
