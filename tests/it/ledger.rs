@@ -247,6 +247,25 @@ async fn throttled_calls_are_recorded_with_their_reason() {
         }
         assert_eq!(r["cost_usd"], 0.0, "{r}");
     }
+    // The dashboard's usage page shows them, with their reasons.
+    let page = s
+        .relay
+        .http
+        .get(s.relay.control("/usage"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (_, reason) in &cases {
+        assert!(
+            page.contains(&format!(r#"<span class="muted reason">{reason}</span>"#)),
+            "{reason} on /usage: {page}"
+        );
+    }
+    assert!(page.contains("throttled"), "{page}");
     // Calls that were not throttled have no reason.
     let ok = usage_for(&s.relay, &cases[0].0, 2).await;
     let reasons: Vec<&Value> = ok["records"]
