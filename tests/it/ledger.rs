@@ -278,8 +278,17 @@ async fn throttled_calls_are_recorded_with_their_reason() {
 }
 
 #[tokio::test]
-async fn a_flood_of_throttled_calls_is_a_few_rows() {
-    let s = Stack::start(Db::Sqlite).await;
+async fn a_flood_of_throttled_calls_is_a_few_rows_on_sqlite() {
+    flood_is_a_few_rows(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_flood_of_throttled_calls_is_a_few_rows_on_postgres() {
+    flood_is_a_few_rows(Db::Postgres(PgDatabase::create())).await;
+}
+
+async fn flood_is_a_few_rows(db: Db) {
+    let s = Stack::start(db).await;
     s.cfg.write("ledger.yaml", POLICIES);
     s.relay
         .wait_status("ledger policies loaded", |st| {
@@ -308,9 +317,9 @@ async fn a_flood_of_throttled_calls_is_a_few_rows() {
     assert!(refused >= 199, "{refused} of 200 refused");
 
     // Merged rows are written when their minute ends or at shutdown.
-    let Stack { relay, cfg, .. } = s;
+    let Stack { relay, cfg, db, .. } = s;
     assert!(relay.stop().success());
-    let store = relay::store::Store::open(None, &cfg.data_dir())
+    let store = relay::store::Store::open(db.url().as_deref(), &cfg.data_dir())
         .await
         .unwrap();
     let q = relay::store::UsageQuery {
