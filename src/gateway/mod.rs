@@ -28,7 +28,7 @@ use crate::adapters::{anthropic, json_string, openai, translate, Protocol, Usage
 use crate::auth::{self, KeyCache, KeyEntry};
 use crate::config::snapshot::{Binding, Host, HostKey, Model, Policy, Snapshot};
 use crate::config::ConfigHandle;
-use crate::store::{now_ms, UsageRow};
+use crate::store::{now_ms, ThrottleReason, UsageRow};
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::breaker::Breakers;
 use crate::upstream::classify::{self, Failure, FailureClass};
@@ -148,13 +148,7 @@ impl Ticket {
         self.row.output_tokens = u.output_tokens as i64;
         self.row.cache_read_tokens = u.cache_read_tokens as i64;
         self.row.cache_write_tokens = u.cache_write_tokens as i64;
-        self.row.cost_usd = self.pricing.map_or(0.0, |p| {
-            (u.input_tokens as f64 * p.input_per_mtok
-                + u.output_tokens as f64 * p.output_per_mtok
-                + u.cache_read_tokens as f64 * p.cache_read_per_mtok
-                + u.cache_write_tokens as f64 * p.cache_write_per_mtok)
-                / 1_000_000.0
-        });
+        self.row.cost_usd = usage::cost_usd(self.pricing.as_ref(), &u);
         let binding = self.row.binding.as_deref();
         self.metrics
             .record_call(&self.row.model, binding, status, elapsed, u);
@@ -260,7 +254,7 @@ impl Gateway {
         let policy = snap.policy(&key.policy);
         if let Some(policy) = policy {
             if let Err(err) = self.budgets.check(policy, &key.id, now_ms()) {
-                return Err(self.refused(model, started, err));
+                return Err(self.refused(model, &key, stream, started, err));
             }
         }
         let admission = policy.and_then(|p| Self::admission(p, &key, &obj, body.len()));
@@ -285,7 +279,7 @@ impl Gateway {
                     limit,
                     retry_after_ms,
                 };
-                return Err(self.refused(model, started, err));
+                return Err(self.refused(model, &key, stream, started, err));
             }
             Err(plan::Refused::Exhausted(ex)) => {
                 let mut limit =
@@ -388,16 +382,36 @@ impl Gateway {
         Err(err)
     }
 
-    /// A call refused before any upstream attempt: counted, then returned.
-    fn refused(&self, model: &Model, started: Instant, err: GatewayError) -> GatewayError {
+    /// A call throttled before any upstream attempt (a limit or the budget):
+    /// counted, recorded with its reason and no tokens, then returned.
+    fn refused(
+        &self,
+        model: &Model,
+        key: &KeyEntry,
+        stream: bool,
+        started: Instant,
+        err: GatewayError,
+    ) -> GatewayError {
         let status = err.status().as_u16();
-        self.metrics.record_call(
-            &model.name,
-            None,
-            status,
-            started.elapsed(),
-            Usage::default(),
-        );
+        let elapsed = started.elapsed();
+        self.metrics
+            .record_call(&model.name, None, status, elapsed, Usage::default());
+        let reason = match &err {
+            GatewayError::RateLimited { limit, .. } => ThrottleReason::from_limit(limit),
+            GatewayError::BudgetExceeded { .. } => Some(ThrottleReason::Budget),
+            _ => None,
+        };
+        self.usage.record(UsageRow {
+            at: now_ms(),
+            request_id: request_id(),
+            key_id: Some(key.id.clone()),
+            model: model.name.clone(),
+            status: i32::from(status),
+            latency_ms: elapsed.as_millis() as i64,
+            streamed: stream,
+            reason: reason.map(|r| r.as_str().to_string()),
+            ..UsageRow::default()
+        });
         err
     }
 
@@ -641,10 +655,8 @@ impl Gateway {
             HeaderName::from_static("x-request-id"),
             header_value(&ticket.row.request_id),
         );
-        let parsed = match adapter {
-            Protocol::OpenAi => openai::response_usage(&body),
-            Protocol::Anthropic => anthropic::response_usage(&body),
-        };
+        // The adapter's one usage parser, translated call or not.
+        let parsed = usage::response_usage(adapter, &body);
         let Ok(usage) = parsed else {
             let err =
                 protocol_error("the upstream answered 2xx with a body that is not JSON".into());
@@ -734,6 +746,7 @@ impl Gateway {
                 cache_write_tokens: 0,
                 cost_usd: 0.0,
                 streamed: call.stream,
+                ..UsageRow::default()
             },
             pricing: call.model.pricing,
             limit,

@@ -180,3 +180,140 @@ fn fail<F: FnOnce(u16, Option<Usage>)>(st: &mut State<F>, message: &str) -> Byte
     st.splitter.clear();
     st.client.error_event(message)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::adapters::translate::{self, Translation};
+    use crate::config::snapshot::Pricing;
+    use crate::gateway::usage::{cost_usd, response_usage};
+
+    const PRICING: Pricing = Pricing {
+        input_per_mtok: 3.0,
+        output_per_mtok: 15.0,
+        cache_read_per_mtok: 0.3,
+        cache_write_per_mtok: 3.75,
+        cache_read_set: true,
+        cache_write_set: true,
+    };
+
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    }
+
+    /// A translation from the other protocol's client to `upstream`.
+    fn translation(upstream: Protocol) -> Translation {
+        let (client, body) = match upstream {
+            Protocol::Anthropic => (
+                Protocol::OpenAi,
+                r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+            ),
+            Protocol::OpenAi => (
+                Protocol::Anthropic,
+                r#"{"model":"m","stream":true,"max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#,
+            ),
+        };
+        let opts = translate::Options {
+            upstream_model: "up",
+            default_max_tokens: 4096,
+        };
+        translate::translate_request(client, upstream, body.as_bytes(), "m", opts)
+            .unwrap()
+            .1
+    }
+
+    /// What the gateway records from an upstream stream through `watch`.
+    fn stream_usage(mut watch: Watch, upstream: &[u8]) -> Option<Usage> {
+        let mut split = sse::Splitter::default();
+        split.push(upstream);
+        let mut out = BytesMut::new();
+        while let Some(ev) = split.next_event() {
+            if matches!(watch.feed(&ev, &mut out), Seen::Done | Seen::Error) {
+                break;
+            }
+        }
+        watch.usage()
+    }
+
+    fn passthrough(upstream: Protocol) -> Watch {
+        match upstream {
+            Protocol::OpenAi => Watch::OpenAi(openai::StreamWatch {
+                client_wants_usage: false,
+                usage: None,
+            }),
+            Protocol::Anthropic => Watch::Anthropic(anthropic::StreamWatch::default()),
+        }
+    }
+
+    fn translated(upstream: Protocol) -> Watch {
+        Watch::Translate(Box::new(translation(upstream).stream(1_700_000_000)))
+    }
+
+    /// The same upstream bytes are recorded with the same usage and cost
+    /// whether relay passes them through or translates them (issue 10 #6).
+    #[test]
+    fn passthrough_and_translation_record_identical_usage_and_cost() {
+        let mut cases: Vec<(Protocol, PathBuf)> = vec![
+            (Protocol::OpenAi, fixtures().join("usage/openai-cache.sse")),
+            (
+                Protocol::Anthropic,
+                fixtures().join("usage/anthropic-cache.sse"),
+            ),
+        ];
+        // Every golden stream's upstream side too.
+        for e in std::fs::read_dir(fixtures().join("streams")).unwrap() {
+            let dir = e.unwrap().path();
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            // `o2a-*`: OpenAI client, Anthropic upstream.
+            let upstream = if name.starts_with("o2a") {
+                Protocol::Anthropic
+            } else {
+                Protocol::OpenAi
+            };
+            cases.push((upstream, dir.join("upstream.sse")));
+        }
+        let mut with_cache = 0;
+        for (upstream, path) in &cases {
+            let bytes = std::fs::read(path).unwrap();
+            let pass = stream_usage(passthrough(*upstream), &bytes);
+            let trans = stream_usage(translated(*upstream), &bytes);
+            assert_eq!(pass, trans, "{}", path.display());
+            let (pass, trans) = (pass.unwrap_or_default(), trans.unwrap_or_default());
+            assert_eq!(
+                cost_usd(Some(&PRICING), &pass).to_bits(),
+                cost_usd(Some(&PRICING), &trans).to_bits(),
+                "{}",
+                path.display()
+            );
+            if pass.cache_write_tokens > 0 {
+                with_cache += 1;
+            }
+        }
+        assert!(with_cache >= 2, "the cache-write fixtures were read");
+
+        // Both protocols' fixtures describe the same call: 500 uncached
+        // input tokens, 3,000 cache reads, 1,500 cache writes, 42 output.
+        let want = Usage {
+            input_tokens: 500,
+            output_tokens: 42,
+            cache_read_tokens: 3000,
+            cache_write_tokens: 1500,
+        };
+        for (upstream, name) in [
+            (Protocol::OpenAi, "openai-cache"),
+            (Protocol::Anthropic, "anthropic-cache"),
+        ] {
+            let dir = fixtures().join("usage");
+            let sse = std::fs::read(dir.join(format!("{name}.sse"))).unwrap();
+            assert_eq!(stream_usage(passthrough(upstream), &sse), Some(want));
+            let body = std::fs::read(dir.join(format!("{name}.json"))).unwrap();
+            assert_eq!(response_usage(upstream, &body).unwrap(), Some(want));
+        }
+        // $0.0015 + $0.00063 + $0.0009 + $0.005625
+        assert!((cost_usd(Some(&PRICING), &want) - 0.008655).abs() < 1e-12);
+    }
+}

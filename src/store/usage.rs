@@ -23,6 +23,67 @@ pub struct UsageRow {
     pub cache_write_tokens: i64,
     pub cost_usd: f64,
     pub streamed: bool,
+    /// Why relay itself refused the call (a [`ThrottleReason`] name), `None`
+    /// for every call that was not throttled.
+    pub reason: Option<String>,
+    /// How many calls this row stands for: 1, except for throttled calls
+    /// merged per key, reason and minute by the usage writer.
+    pub calls: Calls,
+}
+
+/// The number of calls a usage row stands for; 1 unless merged.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct Calls(pub i64);
+
+impl Default for Calls {
+    fn default() -> Calls {
+        Calls(1)
+    }
+}
+
+/// Why a call was throttled (429 from relay's own limits): the fixed
+/// vocabulary of the usage records' `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThrottleReason {
+    /// The policy's `requests_per_minute`.
+    RateLimitRequests,
+    /// The policy's `tokens_per_minute`.
+    RateLimitTokens,
+    /// The policy's `max_concurrent_requests`.
+    Concurrency,
+    /// The policy's `budget` is spent for the period.
+    Budget,
+}
+
+impl ThrottleReason {
+    pub const ALL: [ThrottleReason; 4] = [
+        ThrottleReason::RateLimitRequests,
+        ThrottleReason::RateLimitTokens,
+        ThrottleReason::Concurrency,
+        ThrottleReason::Budget,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThrottleReason::RateLimitRequests => "rate_limit_requests",
+            ThrottleReason::RateLimitTokens => "rate_limit_tokens",
+            ThrottleReason::Concurrency => "concurrency",
+            ThrottleReason::Budget => "budget",
+        }
+    }
+
+    /// The reason for a refused admission, by the limit's policy field name
+    /// (`state::Admitted::No`'s `limit`).
+    pub fn from_limit(limit: &str) -> Option<ThrottleReason> {
+        match limit {
+            "requests_per_minute" => Some(ThrottleReason::RateLimitRequests),
+            "tokens_per_minute" => Some(ThrottleReason::RateLimitTokens),
+            "max_concurrent_requests" => Some(ThrottleReason::Concurrency),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -44,6 +105,8 @@ pub struct UsageTotals {
     pub cache_read_tokens: i64,
     pub cache_write_tokens: i64,
     pub cost_usd: f64,
+    /// Of `requests`, those relay throttled (429 with a `reason`).
+    pub throttled: i64,
 }
 
 /// Width of one bucket of a usage series.
@@ -97,9 +160,9 @@ pub struct UsagePoint {
 
 const COLUMNS: &str =
     "at, request_id, key_id, model, binding, host, status, latency_ms, input_tokens, \
-                       output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, streamed";
+                       output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, streamed, reason, calls";
 
-/// Most rows one usage INSERT carries (14 parameters each, well inside
+/// Most rows one usage INSERT carries (16 parameters each, well inside
 /// SQLite's and PostgreSQL's limits).
 const INSERT_CHUNK: usize = 128;
 
@@ -143,7 +206,9 @@ impl Store {
                         .push_bind(r.cache_read_tokens)
                         .push_bind(r.cache_write_tokens)
                         .push_bind(r.cost_usd)
-                        .push_bind(r.streamed);
+                        .push_bind(r.streamed)
+                        .push_bind(&r.reason)
+                        .push_bind(r.calls.0.max(1));
                 });
                 qb.build().execute(&mut *tx).await?;
             }
@@ -192,12 +257,14 @@ impl Store {
         i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     {
         let mut qb = QueryBuilder::new(
-            "SELECT COUNT(*) AS requests, \
+            "SELECT CAST(COALESCE(SUM(calls), 0) AS BIGINT) AS requests, \
              CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
              CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
              CAST(COALESCE(SUM(cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens, \
              CAST(COALESCE(SUM(cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens, \
-             CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd FROM usage_records",
+             CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd, \
+             CAST(COALESCE(SUM(CASE WHEN reason IS NULL THEN 0 ELSE calls END), 0) AS BIGINT) AS throttled \
+             FROM usage_records",
         );
         Self::usage_filter(&mut qb, q);
         qb
@@ -266,8 +333,8 @@ impl Store {
         let rows: Vec<UsagePoint> = with_pool!(self, p => {
             let mut qb = QueryBuilder::new("SELECT CAST((at / ");
             qb.push_bind(width).push(") * ").push_bind(width).push(
-                " AS BIGINT) AS start, COUNT(*) AS requests, \
-                 CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
+                " AS BIGINT) AS start, CAST(COALESCE(SUM(calls), 0) AS BIGINT) AS requests, \
+                 CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN calls ELSE 0 END), 0) AS BIGINT) AS errors, \
                  CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
                  CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
                  CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd FROM usage_records",
@@ -392,6 +459,60 @@ mod tests {
             .is_empty());
     }
 
+    /// `reason` and `calls` are stored and read back, and totals and series
+    /// count a merged row as the calls it stands for.
+    async fn throttled_rows_round_trip(store: &Store) {
+        let t = T0 + 10 * HOUR;
+        let normal = UsageRow {
+            key_id: Some("k-throttled".into()),
+            ..row(t, "a", 200, 10, 0.5)
+        };
+        let merged = UsageRow {
+            request_id: "req-merged".into(),
+            status: 429,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            reason: Some(ThrottleReason::RateLimitRequests.as_str().into()),
+            calls: Calls(199),
+            ..normal.clone()
+        };
+        let single = UsageRow {
+            request_id: "req-single".into(),
+            at: t + 1,
+            reason: Some(ThrottleReason::Budget.as_str().into()),
+            calls: Calls::default(),
+            ..merged.clone()
+        };
+        assert_eq!(normal.reason, None);
+        assert_eq!(normal.calls, Calls(1), "a row is one call by default");
+        store
+            .insert_usage(&[normal.clone(), merged.clone(), single.clone()])
+            .await
+            .unwrap();
+        let q = UsageQuery {
+            key_id: Some("k-throttled".into()),
+            ..UsageQuery::default()
+        };
+        let (totals, records) = store.usage_report(&q).await.unwrap();
+        assert_eq!(records, [single, merged, normal]);
+        assert_eq!(totals.requests, 201);
+        assert_eq!(totals.throttled, 200);
+        assert_eq!(totals.input_tokens, 10);
+        let s = store
+            .usage_series(
+                Bucket::Hour,
+                &UsageQuery {
+                    from: Some(t),
+                    to: Some(t + HOUR),
+                    ..q
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((s[0].requests, s[0].errors), (201, 200));
+    }
+
     #[test]
     fn last_buckets_end_with_the_current_one() {
         assert_eq!(Bucket::Hour.last(24, T0 + 5), (T0 - 23 * HOUR, T0 + 6));
@@ -403,6 +524,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(None, dir.path()).await.unwrap();
         series_are_bucketed(&store).await;
+        throttled_rows_round_trip(&store).await;
     }
 
     /// Needs the PostgreSQL that `ci/services.sh` starts; fails (never
@@ -430,6 +552,7 @@ mod tests {
             .await
             .unwrap();
         series_are_bucketed(&store).await;
+        throttled_rows_round_trip(&store).await;
         store.close().await;
         admin
             .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())

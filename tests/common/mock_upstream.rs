@@ -853,7 +853,15 @@ enum Reply<'a> {
 const OPENAI_TOOL_ARGS: &str = r#"{"city":"Paris"}"#;
 const OPENAI_TOOL_ARG_PIECES: [&str; 2] = [r#"{"city":"#, r#""Paris"}"#];
 
-fn openai_usage() -> Value {
+/// Marker in the last user text: the OpenAI usage also reports 3 cache-write
+/// tokens, as some OpenAI-compatible servers do (`cache_write_tokens`).
+pub const CACHE_WRITE_MARKER: &str = "[[cache-write]]";
+
+fn openai_usage(cache_write: bool) -> Value {
+    if cache_write {
+        return json!({"prompt_tokens": 15, "completion_tokens": 5, "total_tokens": 20,
+                      "prompt_tokens_details": {"cached_tokens": 2, "cache_write_tokens": 3}});
+    }
     json!({"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17,
            "prompt_tokens_details": {"cached_tokens": 2}})
 }
@@ -910,16 +918,24 @@ async fn chat_completions(
 
     let id = format!("chatcmpl-mock{}", shared.next_id());
     let created = unix_now();
+    let cache_write = last_user_text.contains(CACHE_WRITE_MARKER);
     let output = if req["stream"] == true {
         let include_usage = req["stream_options"]["include_usage"] == true;
-        Output::Sse(openai_stream(&id, created, model, &reply, include_usage))
+        let usage = include_usage.then(|| openai_usage(cache_write));
+        Output::Sse(openai_stream(&id, created, model, &reply, usage))
     } else {
-        Output::Json(openai_completion(&id, created, model, &reply))
+        Output::Json(openai_completion(&id, created, model, &reply, cache_write))
     };
     render(output, fault, Proto::OpenAi)
 }
 
-fn openai_completion(id: &str, created: u64, model: &str, reply: &Reply<'_>) -> Vec<u8> {
+fn openai_completion(
+    id: &str,
+    created: u64,
+    model: &str,
+    reply: &Reply<'_>,
+    cache_write: bool,
+) -> Vec<u8> {
     let (message, finish_reason) = match reply {
         Reply::Text(text) => (
             json!({"role": "assistant", "content": text, "refusal": null}),
@@ -936,7 +952,7 @@ fn openai_completion(id: &str, created: u64, model: &str, reply: &Reply<'_>) -> 
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "system_fingerprint": "fp_mock",
         "choices": [{"index": 0, "logprobs": null, "finish_reason": finish_reason, "message": message}],
-        "usage": openai_usage(),
+        "usage": openai_usage(cache_write),
     });
     body.to_string().into_bytes()
 }
@@ -946,8 +962,9 @@ fn openai_stream(
     created: u64,
     model: &str,
     reply: &Reply<'_>,
-    include_usage: bool,
+    usage: Option<Value>,
 ) -> Vec<Bytes> {
+    let include_usage = usage.is_some();
     // Every chunk shares id/created/model; `usage` is present (null) only with include_usage.
     let chunk = |choices: Value, usage: Value| -> Bytes {
         let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": created,
@@ -996,8 +1013,8 @@ fn openai_stream(
         }
     };
     events.push(delta(json!({}), json!(finish_reason)));
-    if include_usage {
-        events.push(chunk(json!([]), openai_usage()));
+    if let Some(usage) = usage {
+        events.push(chunk(json!([]), usage));
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     events

@@ -11,6 +11,7 @@ mod dashboard;
 mod deploy;
 mod failover;
 mod isolation;
+mod ledger;
 mod lifecycle;
 mod metrics;
 mod mock_selftest;
