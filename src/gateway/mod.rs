@@ -8,6 +8,7 @@
 
 pub mod budget;
 mod error;
+pub mod estimate;
 mod limits;
 mod plan;
 mod stream;
@@ -47,6 +48,11 @@ struct Call<'a> {
     stream: bool,
     started: Instant,
     key: &'a KeyEntry,
+    /// Tokens this call is assumed to use until the upstream says.
+    estimate: estimate::Estimate,
+    /// The budget reservation, handed to the ticket that records the call
+    /// (a plain lock, never held across an `.await`).
+    budget: std::sync::Mutex<Option<budget::Hold>>,
 }
 
 /// How an attempt failed.
@@ -106,6 +112,11 @@ struct Ticket {
     pricing: Option<crate::config::snapshot::Pricing>,
     /// Limit counters held for this call, settled when it ends.
     limit: Option<limits::Held>,
+    /// The budget reservation, settled with the recorded cost.
+    budget: Option<budget::Hold>,
+    /// Charged if the call is abandoned before any usage arrives (the
+    /// client left a non-streamed call while the upstream was answering).
+    estimate: Option<estimate::Estimate>,
     recorded: bool,
     metrics: Arc<Metrics>,
 }
@@ -118,13 +129,22 @@ impl Drop for Ticket {
     /// still reading the upstream) is still recorded, exactly once.
     fn drop(&mut self) {
         if !self.recorded {
-            self.record(CLIENT_CLOSED, None);
+            let usage = self.estimate.map(|e| e.usage());
+            self.row.estimated = usage.is_some();
+            self.record(CLIENT_CLOSED, usage);
         }
     }
 }
 
 impl Ticket {
     fn finish(mut self, status: u16, usage: Option<Usage>) {
+        self.record(status, usage);
+    }
+
+    /// Records usage that may be relay's estimate rather than the
+    /// upstream's count.
+    fn finish_estimated(mut self, status: u16, usage: Option<Usage>, estimated: bool) {
+        self.row.estimated = estimated;
         self.record(status, usage);
     }
 
@@ -148,13 +168,10 @@ impl Ticket {
         self.row.output_tokens = u.output_tokens as i64;
         self.row.cache_read_tokens = u.cache_read_tokens as i64;
         self.row.cache_write_tokens = u.cache_write_tokens as i64;
-        self.row.cost_usd = self.pricing.map_or(0.0, |p| {
-            (u.input_tokens as f64 * p.input_per_mtok
-                + u.output_tokens as f64 * p.output_per_mtok
-                + u.cache_read_tokens as f64 * p.cache_read_per_mtok
-                + u.cache_write_tokens as f64 * p.cache_write_per_mtok)
-                / 1_000_000.0
-        });
+        self.row.cost_usd = estimate::cost_usd(self.pricing, u);
+        if let Some(hold) = self.budget.take() {
+            hold.settle(self.row.cost_usd);
+        }
         let binding = self.row.binding.as_deref();
         self.metrics
             .record_call(&self.row.model, binding, status, elapsed, u);
@@ -258,12 +275,21 @@ impl Gateway {
         let model = Self::resolve(&snap, &key, &requested)?;
         // `resolve` has checked the grant, so the policy exists.
         let policy = snap.policy(&key.policy);
+        let estimate = estimate::Estimate::of(&obj, body.len(), model);
+        let mut budget = None;
         if let Some(policy) = policy {
-            if let Err(err) = self.budgets.check(policy, &key.id, now_ms()) {
-                return Err(self.refused(model, started, err));
+            let cost = estimate::cost_usd(model.pricing, estimate.usage());
+            let state = self.breakers.state();
+            match self
+                .budgets
+                .reserve(state, policy, &key.id, cost, now_ms())
+                .await
+            {
+                Ok(hold) => budget = hold,
+                Err(err) => return Err(self.refused(model, started, err)),
             }
         }
-        let admission = policy.and_then(|p| Self::admission(p, &key, &obj, body.len()));
+        let admission = policy.and_then(|p| Self::admission(p, &key, estimate));
 
         let call = Call {
             endpoint,
@@ -274,6 +300,8 @@ impl Gateway {
             stream,
             started,
             key: &key,
+            estimate,
+            budget: std::sync::Mutex::new(budget),
         };
         let attempts = match plan::plan(&snap, model, &self.breakers, admission.as_ref()).await {
             Ok(a) => a,
@@ -405,8 +433,7 @@ impl Gateway {
     fn admission(
         policy: &Policy,
         key: &KeyEntry,
-        obj: &RawObject<'_>,
-        body_len: usize,
+        estimate: estimate::Estimate,
     ) -> Option<crate::state::Admission> {
         let l = policy.limits;
         if l.requests_per_minute.is_none()
@@ -415,15 +442,7 @@ impl Gateway {
         {
             return None;
         }
-        let max_tokens = ["max_tokens", "max_completion_tokens"]
-            .into_iter()
-            .find_map(|f| obj.get(f).and_then(|v| v.get().parse::<u64>().ok()))
-            .unwrap_or(0);
-        Some(limits::admission(
-            &key.id,
-            &l,
-            body_len as u64 / 4 + max_tokens,
-        ))
+        Some(limits::admission(&key.id, &l, estimate.total()))
     }
 
     /// One upstream attempt.
@@ -592,14 +611,21 @@ impl Gateway {
             let breakers = self.breakers.clone();
             let (fingerprint, settings) = (host_key.fingerprint.clone(), host.breaker);
             let names = (host.name.clone(), host_key.name.clone());
-            let body = stream::relay(first, upstream, watch, client, move |status, usage| {
+            let body = stream::relay(
+                first,
+                upstream,
+                watch,
+                client,
+                adapter,
+                call.estimate,
+                move |status, usage, estimated| {
                 if status == stream::BROKEN_STREAM {
                     let class = FailureClass::ServerError;
                     ticket
                         .metrics
                         .record_upstream_error(&names.0, &names.1, class);
                 }
-                ticket.finish(status, usage);
+                ticket.finish_estimated(status, usage, estimated);
                 if status == stream::BROKEN_STREAM {
                     let failure = Failure {
                         class: FailureClass::ServerError,
@@ -612,7 +638,8 @@ impl Gateway {
                             .await;
                     });
                 }
-            });
+                },
+            );
             return Ok(Reply {
                 status,
                 headers: reply_headers,
@@ -734,9 +761,16 @@ impl Gateway {
                 cache_write_tokens: 0,
                 cost_usd: 0.0,
                 streamed: call.stream,
+                estimated: false,
             },
             pricing: call.model.pricing,
             limit,
+            budget: call
+                .budget
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+            estimate: None,
             recorded: false,
             metrics: self.metrics.clone(),
         }
