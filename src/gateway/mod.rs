@@ -495,12 +495,20 @@ impl Gateway {
             call.headers,
             upstream_body,
         );
+        let mut guard = Abandon {
+            gateway: self,
+            call,
+            route: (binding, host),
+            limit: &mut *limit,
+            armed: true,
+        };
         let sent_at = Instant::now();
         let sent = self
             .upstreams
             .send(host.connect_timeout, request, budget)
-            .await
-            .map_err(|e| {
+            .await;
+        guard.armed = false;
+        let sent = sent.map_err(|e| {
                 final_err(GatewayError::UpstreamUnreachable {
                     host: host.name.clone(),
                     detail: e.to_string(),
@@ -543,7 +551,7 @@ impl Gateway {
             if failure.class == FailureClass::ClientError {
                 self.metrics
                     .record_upstream_error(&host.name, &host_key.name, failure.class);
-                let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+                let ticket = self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
                 ticket.finish(status.as_u16(), None);
                 return Err(final_err(err));
             }
@@ -555,7 +563,10 @@ impl Gateway {
             // Read the first chunk before committing: a stream that fails
             // before its first byte is retried like any server error.
             let mut upstream = response.body;
-            let first = match upstream.next().await {
+            guard.armed = true;
+            let first = upstream.next().await;
+            guard.armed = false;
+            let first = match first {
                 Some(Ok(chunk)) => chunk,
                 Some(Err(e)) => {
                     let err = GatewayError::from_transport(&host.name, &e);
@@ -581,7 +592,7 @@ impl Gateway {
                     ));
                 }
             };
-            let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+            let ticket = self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
             reply_headers.insert(
                 HeaderName::from_static("x-request-id"),
                 header_value(&ticket.row.request_id),
@@ -653,7 +664,10 @@ impl Gateway {
         };
         // Nothing has reached the client yet: a body that breaks off (reset,
         // timeout mid-body) is a server error like any other, and retried.
-        let body = match read_limited(response.body).await {
+        guard.armed = true;
+        let body = read_limited(response.body).await;
+        guard.armed = false;
+        let body = match body {
             Ok(b) => b,
             Err(detail) => {
                 let failure = Failure {
@@ -663,7 +677,7 @@ impl Gateway {
                 return Err(Outcome::Retry(protocol_error(detail), failure));
             }
         };
-        let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+        let ticket = self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
         reply_headers.insert(
             HeaderName::from_static("x-request-id"),
             header_value(&ticket.row.request_id),
@@ -773,6 +787,30 @@ impl Gateway {
             estimate: None,
             recorded: false,
             metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// While an attempt waits on the upstream, a client that goes away drops the
+/// call right there. This guard records that attempt then (499, charged at
+/// the request's estimate and marked estimated) instead of letting it
+/// vanish; it is armed only across those waits.
+struct Abandon<'x> {
+    gateway: &'x Gateway,
+    call: &'x Call<'x>,
+    route: (&'x Binding, &'x Host),
+    limit: &'x mut Option<Option<limits::Held>>,
+    armed: bool,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let limit = self.limit.take().flatten();
+            let mut ticket = self.gateway.ticket(self.call, Some(self.route), limit);
+            ticket.estimate = Some(self.call.estimate);
+            // Dropped unrecorded: Ticket::drop records it as abandoned.
+            drop(ticket);
         }
     }
 }

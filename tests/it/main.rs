@@ -14,6 +14,7 @@ mod isolation;
 mod lifecycle;
 mod metrics;
 mod mock_selftest;
+mod money;
 #[path = "../common/mock_upstream.rs"]
 mod mock_upstream;
 mod proxy;
