@@ -161,7 +161,10 @@ pub(crate) async fn page(
                                         td { (r.binding.as_deref().unwrap_or("—")) " → " (r.host.as_deref().unwrap_or("—")) }
                                         td.num { @if r.status >= 400 { (layout::badge("bad", &r.status.to_string())) } @else { (r.status) } }
                                         td.num { (r.latency_ms) " ms" }
-                                        td.num { (count(r.input_tokens)) " / " (count(r.output_tokens)) }
+                                        td.num {
+                                            (count(r.input_tokens)) " / " (count(r.output_tokens))
+                                            @if r.estimated { " " span.muted title="relay's estimate: the client left before the upstream's usage arrived" { "est." } }
+                                        }
                                         td.num { (usd(r.cost_usd)) }
                                     }
                                 }
