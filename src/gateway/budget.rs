@@ -179,7 +179,12 @@ impl Budgets {
         };
         let remaining = nano(b.usd - spent);
         match state
-            .budget_reserve(key_id, remaining, nano(estimate_usd).max(0), table.read_at_ms)
+            .budget_reserve(
+                key_id,
+                remaining,
+                nano(estimate_usd).max(0),
+                table.read_at_ms,
+            )
             .await
         {
             BudgetReserved::Yes(reserved) => Ok(Some(Hold {

@@ -509,11 +509,11 @@ impl Gateway {
             .await;
         guard.armed = false;
         let sent = sent.map_err(|e| {
-                final_err(GatewayError::UpstreamUnreachable {
-                    host: host.name.clone(),
-                    detail: e.to_string(),
-                })
-            })?;
+            final_err(GatewayError::UpstreamUnreachable {
+                host: host.name.clone(),
+                detail: e.to_string(),
+            })
+        })?;
         let mut response = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -630,25 +630,25 @@ impl Gateway {
                 adapter,
                 call.estimate,
                 move |status, usage, estimated| {
-                if status == stream::BROKEN_STREAM {
-                    let class = FailureClass::ServerError;
-                    ticket
-                        .metrics
-                        .record_upstream_error(&names.0, &names.1, class);
-                }
-                ticket.finish_estimated(status, usage, estimated);
-                if status == stream::BROKEN_STREAM {
-                    let failure = Failure {
-                        class: FailureClass::ServerError,
-                        retry_after: None,
-                    };
-                    tokio::spawn(async move {
-                        let names = (names.0.as_str(), names.1.as_str());
-                        breakers
-                            .record_failure(&fingerprint, &failure, &settings, names)
-                            .await;
-                    });
-                }
+                    if status == stream::BROKEN_STREAM {
+                        let class = FailureClass::ServerError;
+                        ticket
+                            .metrics
+                            .record_upstream_error(&names.0, &names.1, class);
+                    }
+                    ticket.finish_estimated(status, usage, estimated);
+                    if status == stream::BROKEN_STREAM {
+                        let failure = Failure {
+                            class: FailureClass::ServerError,
+                            retry_after: None,
+                        };
+                        tokio::spawn(async move {
+                            let names = (names.0.as_str(), names.1.as_str());
+                            breakers
+                                .record_failure(&fingerprint, &failure, &settings, names)
+                                .await;
+                        });
+                    }
                 },
             );
             return Ok(Reply {

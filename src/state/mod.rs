@@ -376,8 +376,14 @@ pub(crate) mod budget_tests {
     /// unit test below).
     pub async fn budget_contract(s: &StateBackend, subject: &str) {
         let read_at = crate::store::now_ms() - 60_000;
-        assert_eq!(s.budget_reserve(subject, 100, 40, read_at).await, BudgetReserved::Yes(40));
-        assert_eq!(s.budget_reserve(subject, 100, 40, read_at).await, BudgetReserved::Yes(40));
+        assert_eq!(
+            s.budget_reserve(subject, 100, 40, read_at).await,
+            BudgetReserved::Yes(40)
+        );
+        assert_eq!(
+            s.budget_reserve(subject, 100, 40, read_at).await,
+            BudgetReserved::Yes(40)
+        );
         assert_eq!(
             s.budget_reserve(subject, 100, 40, read_at).await,
             BudgetReserved::Yes(20),
@@ -390,14 +396,23 @@ pub(crate) mod budget_tests {
         // One call settles at 10: 30 comes back, 10 stays counted as spend
         // the table has not read yet.
         s.budget_settle(subject, 40, 10).await;
-        assert_eq!(s.budget_reserve(subject, 100, 50, read_at).await, BudgetReserved::Yes(30));
+        assert_eq!(
+            s.budget_reserve(subject, 100, 50, read_at).await,
+            BudgetReserved::Yes(30)
+        );
         // A table read after the settle already has it.
         let later = crate::store::now_ms() + 2_000;
-        assert_eq!(s.budget_reserve(subject, 100, 50, later).await, BudgetReserved::Yes(10));
+        assert_eq!(
+            s.budget_reserve(subject, 100, 50, later).await,
+            BudgetReserved::Yes(10)
+        );
         for r in [40, 20, 30, 10] {
             s.budget_settle(subject, r, 0).await;
         }
-        assert_eq!(s.budget_reserve(subject, 5, 50, later).await, BudgetReserved::Yes(5));
+        assert_eq!(
+            s.budget_reserve(subject, 5, 50, later).await,
+            BudgetReserved::Yes(5)
+        );
         s.budget_settle(subject, 5, 0).await;
         // Giving back more than is held never creates room.
         s.budget_settle(subject, 1_000, 0).await;
@@ -420,7 +435,11 @@ pub(crate) mod budget_tests {
         let s = StateBackend::open(Some(&url)).await.unwrap_or_else(|e| {
             panic!("this test needs Redis at {url} (ci/services.sh starts it): {e}")
         });
-        let subject = format!("relaytest-budget-{}-{}", std::process::id(), crate::store::now_ms());
+        let subject = format!(
+            "relaytest-budget-{}-{}",
+            std::process::id(),
+            crate::store::now_ms()
+        );
         budget_contract(&s, &subject).await;
     }
 }

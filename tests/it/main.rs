@@ -14,9 +14,9 @@ mod isolation;
 mod lifecycle;
 mod metrics;
 mod mock_selftest;
-mod money;
 #[path = "../common/mock_upstream.rs"]
 mod mock_upstream;
+mod money;
 mod proxy;
 mod reload;
 mod retention;

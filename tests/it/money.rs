@@ -70,7 +70,10 @@ async fn usage_within_the_grace_is_recorded(s: &Stack) {
     let r = only_record(&s.relay, &id).await;
     assert_eq!(r["status"], 499, "{r}");
     assert_eq!(r["estimated"], false, "{r}");
-    assert_eq!(r["output_tokens"], 5, "message_delta's count, not message_start's 1: {r}");
+    assert_eq!(
+        r["output_tokens"], 5,
+        "message_delta's count, not message_start's 1: {r}"
+    );
     assert_eq!(r["input_tokens"], 10, "{r}");
 }
 
@@ -91,7 +94,10 @@ async fn without_usage_an_estimate_is_recorded(s: &Stack) {
     assert_eq!(r["input_tokens"], input_estimate(&body), "bytes / 4: {r}");
     let out = r["output_tokens"].as_i64().unwrap();
     // "echo: [[fault:usage-late:5000]] a few words here" in 3 deltas.
-    assert!((3..=20).contains(&out), "counted from the deltas relayed: {r}");
+    assert!(
+        (3..=20).contains(&out),
+        "counted from the deltas relayed: {r}"
+    );
     assert!(r["cost_usd"].as_f64().unwrap() > 0.0, "{r}");
 
     // Anthropic: input from message_start, output counted (not 1).
@@ -133,7 +139,8 @@ async fn client_hang_ups_are_charged_on_sqlite() {
     without_usage_an_estimate_is_recorded(&s).await;
 }
 
-const POLICY: &str = "kind: Policy\nname: capped\nmodels: [\"*\"]\nbudget: { usd: USD, period: day }\n";
+const POLICY: &str =
+    "kind: Policy\nname: capped\nmodels: [\"*\"]\nbudget: { usd: USD, period: day }\n";
 
 async fn capped(s: &Stack, usd: f64) {
     s.cfg
@@ -180,7 +187,10 @@ async fn clients_that_hang_up_cannot_pass_a_budget() {
         r.chunk().await.unwrap();
         drop(r);
         calls += 1;
-        assert!(calls <= 8, "8 hung-up calls and the $0.0001 budget still admits");
+        assert!(
+            calls <= 8,
+            "8 hung-up calls and the $0.0001 budget still admits"
+        );
         // Let the grace read finish and the charge settle.
         tokio::time::sleep(Duration::from_millis(1_300)).await;
     }
@@ -295,5 +305,8 @@ async fn tokens_per_minute_reserves_the_output_bound() {
         .map(|r| r.status().as_u16())
         .collect();
     let ok = statuses.iter().filter(|&&s| s == 200).count();
-    assert_eq!(ok, 2, "two reservations of about 4,100 fit in 9,000: {statuses:?}");
+    assert_eq!(
+        ok, 2,
+        "two reservations of about 4,100 fit in 9,000: {statuses:?}"
+    );
 }
