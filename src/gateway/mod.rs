@@ -592,7 +592,10 @@ impl Gateway {
                     ));
                 }
             };
-            let ticket = self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
+            let mut ticket = self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
+            // Charged should the relay task itself be dropped (runtime
+            // shutdown) before the stream has settled.
+            ticket.estimate = Some(call.estimate);
             reply_headers.insert(
                 HeaderName::from_static("x-request-id"),
                 header_value(&ticket.row.request_id),
