@@ -148,6 +148,7 @@ impl Budgets {
             spent,
             period: b.period,
             retry_after_ms: (end - now_ms).max(1000) as u64,
+            held: false,
         })
     }
 
@@ -201,6 +202,7 @@ impl Budgets {
                 spent: spent + held as f64 / 1e9,
                 period: b.period,
                 retry_after_ms: (REFRESH.as_millis() as u64).min((end - now_ms).max(1000) as u64),
+                held: true,
             }),
         }
     }

@@ -139,6 +139,17 @@ async fn client_hang_ups_are_charged_on_sqlite() {
     without_usage_an_estimate_is_recorded(&s).await;
 }
 
+#[tokio::test]
+async fn client_hang_ups_are_charged_on_postgres_with_redis() {
+    let redis = redis_url();
+    let s = Stack::start_with(Db::Postgres(PgDatabase::create()), |b| {
+        b.env("RELAY_STATE_URL", &redis)
+    })
+    .await;
+    usage_within_the_grace_is_recorded(&s).await;
+    without_usage_an_estimate_is_recorded(&s).await;
+}
+
 const POLICY: &str =
     "kind: Policy\nname: capped\nmodels: [\"*\"]\nbudget: { usd: USD, period: day }\n";
 
@@ -162,19 +173,17 @@ async fn spend(relay: &Relay, key_id: &str, want: usize) -> (f64, f64) {
     (v["totals"]["cost_usd"].as_f64().unwrap(), max)
 }
 
-#[tokio::test]
-async fn clients_that_hang_up_cannot_pass_a_budget() {
-    let s = Stack::start(Db::Sqlite).await;
-    capped(&s, 0.0001).await;
-    let (id, key) = s.mint("capped").await;
+/// Calls that hang up before the usage, one after another (alternating
+/// between `relays`), are charged until the budget refuses them.
+async fn hang_ups_against_a_budget(relays: &[&Relay], key: &str, key_id: &str) {
     let body = openai_stream("[[fault:usage-late:5000]] spend without paying");
     let mut calls = 0;
     loop {
-        let r = s
-            .relay
+        let relay = relays[calls % relays.len()];
+        let mut r = relay
             .http
-            .post(s.relay.data("/v1/chat/completions"))
-            .bearer_auth(&key)
+            .post(relay.data("/v1/chat/completions"))
+            .bearer_auth(key)
             .json(&body)
             .send()
             .await
@@ -183,7 +192,6 @@ async fn clients_that_hang_up_cannot_pass_a_budget() {
             break;
         }
         assert_eq!(r.status(), 200);
-        let mut r = r;
         r.chunk().await.unwrap();
         drop(r);
         calls += 1;
@@ -194,9 +202,64 @@ async fn clients_that_hang_up_cannot_pass_a_budget() {
         // Let the grace read finish and the charge settle.
         tokio::time::sleep(Duration::from_millis(1_300)).await;
     }
-    let (total, max) = spend(&s.relay, &id, calls).await;
+    let (total, max) = spend(relays[0], key_id, calls).await;
     assert!(total >= 0.0001, "refused only once spent: {total}");
     assert!(total <= 0.0001 + max, "overshoot at most one call: {total}");
+}
+
+#[tokio::test]
+async fn clients_that_hang_up_cannot_pass_a_budget_on_sqlite() {
+    let s = Stack::start(Db::Sqlite).await;
+    capped(&s, 0.0001).await;
+    let (id, key) = s.mint("capped").await;
+    hang_ups_against_a_budget(&[&s.relay], &key, &id).await;
+}
+
+#[tokio::test]
+async fn clients_that_hang_up_cannot_pass_a_budget_across_replicas() {
+    let (s, b) = two_replicas().await;
+    capped(&s, 0.0001).await;
+    let (id, key) = s.mint("capped").await;
+    b_knows(&b, &key).await;
+    hang_ups_against_a_budget(&[&s.relay, &b], &key, &id).await;
+}
+
+/// Relay A (the stack) and B on one PostgreSQL and one Redis.
+async fn two_replicas() -> (Stack, Relay) {
+    let redis = redis_url();
+    let s = Stack::start_with(Db::Postgres(PgDatabase::create()), |b| {
+        b.env("RELAY_STATE_URL", &redis)
+    })
+    .await;
+    let b = RelayBuilder::new(&s.cfg.dir(), &s.cfg.root.path().join("data-b"))
+        .env("RELAY_TEST_OPENAI_KEY", "sk-upstream-openai")
+        .env("RELAY_TEST_ANTHROPIC_KEY", "sk-upstream-anthropic")
+        .env("RELAY_STATE_URL", &redis)
+        .env("RELAY_DATABASE_URL", s.db.url().unwrap())
+        .start();
+    (s, b)
+}
+
+/// Waits until B's key table has the key minted on A and B has the
+/// `capped` policy.
+async fn b_knows(b: &Relay, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = b
+            .http
+            .get(b.data("/v1/models"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never learned the key");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.wait_status("capped policy loaded", |st| st["objects"]["policies"] == 3)
+        .await;
 }
 
 /// K parallel slow calls against a budget of about three calls' cost: the
@@ -208,25 +271,31 @@ async fn parallel_calls(relays: &[&Relay], key: &str, key_id: &str, usd: f64) {
         let relay = relays[i % relays.len()];
         let body = body.clone();
         async move {
-            relay
+            let r = relay
                 .http
                 .post(relay.data("/v1/chat/completions"))
                 .bearer_auth(key)
                 .json(&body)
                 .send()
                 .await
-                .unwrap()
-                .status()
-                .as_u16()
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
         }
     });
-    let statuses = futures_util::future::join_all(calls).await;
+    let answers = futures_util::future::join_all(calls).await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
     let ok = statuses.iter().filter(|&&s| s == 200).count();
     assert!(ok >= 1, "{statuses:?}");
     assert!(
-        statuses.iter().all(|&s| s == 200 || s == 429),
-        "{statuses:?}"
+        ok < 8,
+        "the budget admitted every parallel call: {statuses:?}"
     );
+    for (status, text) in &answers {
+        assert!(*status == 200 || *status == 429, "{status} {text}");
+        if *status == 429 {
+            assert!(text.contains("budget_exceeded"), "{text}");
+        }
+    }
     let (total, max) = spend(relays[0], key_id, ok).await;
     assert!(
         total <= usd + max,
@@ -246,38 +315,11 @@ async fn parallel_calls_overshoot_a_budget_by_one_call_at_most_on_sqlite() {
 
 #[tokio::test]
 async fn parallel_calls_overshoot_a_budget_by_one_call_at_most_across_replicas() {
-    let redis = redis_url();
-    let s = Stack::start_with(Db::Postgres(PgDatabase::create()), |b| {
-        b.env("RELAY_STATE_URL", &redis)
-    })
-    .await;
+    let (s, b) = two_replicas().await;
     let usd = 0.00006;
     capped(&s, usd).await;
     let (id, key) = s.mint("capped").await;
-    let b = RelayBuilder::new(&s.cfg.dir(), &s.cfg.root.path().join("data-b"))
-        .env("RELAY_TEST_OPENAI_KEY", "sk-upstream-openai")
-        .env("RELAY_TEST_ANTHROPIC_KEY", "sk-upstream-anthropic")
-        .env("RELAY_STATE_URL", &redis)
-        .env("RELAY_DATABASE_URL", s.db.url().unwrap())
-        .start();
-    // B knows the key once its key table has caught up.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = b
-            .http
-            .get(b.data("/v1/models"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "B never learned the key");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    b.wait_status("capped policy loaded", |st| st["objects"]["policies"] == 3)
-        .await;
+    b_knows(&b, &key).await;
     parallel_calls(&[&s.relay, &b], &key, &id, usd).await;
 }
 
