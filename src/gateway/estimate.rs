@@ -8,6 +8,10 @@
 //! `max_completion_tokens`), else the model's `max_output_tokens`, else
 //! 4096. All arithmetic saturates.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+
 use crate::adapters::body::RawObject;
 use crate::adapters::Usage;
 use crate::config::snapshot::{Model, Pricing};
@@ -94,22 +98,28 @@ const DELTA_FIELDS: [&[u8]; 6] = [
     b"\"partial_json\":",
 ];
 
+/// Searchers built once (this runs on every relayed event).
+static FINDERS: LazyLock<Vec<Finder<'static>>> =
+    LazyLock::new(|| DELTA_FIELDS.iter().map(|f| Finder::new(*f)).collect());
+static DELTA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"delta"));
+static MESSAGE_DELTA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"message_delta"));
+
 impl OutputCounter {
     /// Counts one upstream event (either protocol). Only delta events count:
     /// an OpenAI chunk's `delta` or an Anthropic `content_block_delta`.
     pub fn observe(&mut self, event: &[u8]) {
-        if memchr::memmem::find(event, b"delta").is_none() {
+        if DELTA.find(event).is_none() {
             return;
         }
         // Anthropic's message_delta carries no output text.
-        if memchr::memmem::find(event, b"message_delta").is_some() {
+        if MESSAGE_DELTA.find(event).is_some() {
             return;
         }
         let mut bytes = 0u64;
-        for field in DELTA_FIELDS {
+        for finder in FINDERS.iter() {
             let mut at = 0;
-            while let Some(i) = memchr::memmem::find(&event[at..], field) {
-                let start = at + i + field.len();
+            while let Some(i) = finder.find(&event[at..]) {
+                let start = at + i + finder.needle().len();
                 bytes = bytes.saturating_add(string_len(&event[start..]));
                 at = start;
             }
