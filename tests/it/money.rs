@@ -139,6 +139,58 @@ async fn client_hang_ups_are_charged_on_sqlite() {
     without_usage_an_estimate_is_recorded(&s).await;
 }
 
+/// Cross-protocol streams (an OpenAI client on an Anthropic binding and the
+/// reverse) are charged by the same rules.
+#[tokio::test]
+async fn translated_stream_hang_ups_are_charged_the_same() {
+    let s = Stack::start(Db::Sqlite).await;
+    let openai_on_anthropic = |text: &str| {
+        json!({"model": "claude-test", "stream": true,
+               "messages": [{"role": "user", "content": text}]})
+    };
+    let anthropic_on_openai = |text: &str| {
+        json!({"model": "gpt-test", "stream": true, "max_tokens": 300,
+               "messages": [{"role": "user", "content": text}]})
+    };
+    let cases = [
+        (
+            "/v1/chat/completions",
+            openai_on_anthropic("[[fault:usage-late:300]] a few words here"),
+        ),
+        (
+            "/v1/messages",
+            anthropic_on_openai("[[fault:usage-late:300]] a few words here"),
+        ),
+    ];
+    for (path, body) in &cases {
+        let (id, key) = s.mint("default").await;
+        hang_up_after_first_chunk(&s.relay, path, &key, body).await;
+        let r = only_record(&s.relay, &id).await;
+        assert_eq!(r["status"], 499, "{path}: {r}");
+        assert_eq!(r["estimated"], false, "{path}: {r}");
+        assert_eq!(r["output_tokens"], 5, "{path}: the upstream's count: {r}");
+    }
+    let cases = [
+        (
+            "/v1/chat/completions",
+            openai_on_anthropic("[[fault:usage-late:5000]] a few words here"),
+        ),
+        (
+            "/v1/messages",
+            anthropic_on_openai("[[fault:usage-late:5000]] a few words here"),
+        ),
+    ];
+    for (path, body) in &cases {
+        let (id, key) = s.mint("default").await;
+        hang_up_after_first_chunk(&s.relay, path, &key, body).await;
+        let r = only_record(&s.relay, &id).await;
+        assert_eq!(r["estimated"], true, "{path}: {r}");
+        let out = r["output_tokens"].as_i64().unwrap();
+        assert!((3..=20).contains(&out), "{path}: counted: {r}");
+        assert!(r["input_tokens"].as_i64().unwrap() >= 10, "{path}: {r}");
+    }
+}
+
 #[tokio::test]
 async fn client_hang_ups_are_charged_on_postgres_with_redis() {
     let redis = redis_url();
