@@ -93,13 +93,16 @@ impl Hold {
             self.reserved,
         );
         let actual = nano(actual_usd).max(0);
+        if reserved == 0 && actual == 0 {
+            return;
+        }
         spawn(async move { state.budget_settle(&subject, reserved, actual).await });
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        if !self.settled {
+        if !self.settled && self.reserved != 0 {
             let (state, subject, reserved) = (
                 self.state.clone(),
                 std::mem::take(&mut self.subject),
