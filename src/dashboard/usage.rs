@@ -166,7 +166,10 @@ pub(crate) async fn page(
                                             @if r.calls.0 > 1 { " " span.calls title="throttled calls merged into this row (one row per key, reason and minute)" { "×" (count(r.calls.0)) } }
                                         }
                                         td.num { (r.latency_ms) " ms" }
-                                        td.num { (count(r.input_tokens)) " / " (count(r.output_tokens)) }
+                                        td.num {
+                                            (count(r.input_tokens)) " / " (count(r.output_tokens))
+                                            @if r.estimated { " " span.muted title="relay's estimate: the client left before the upstream's usage arrived" { "est." } }
+                                        }
                                         td.num { (usd(r.cost_usd)) }
                                     }
                                 }

@@ -8,6 +8,7 @@
 
 pub mod budget;
 mod error;
+pub mod estimate;
 mod limits;
 mod plan;
 mod stream;
@@ -47,6 +48,11 @@ struct Call<'a> {
     stream: bool,
     started: Instant,
     key: &'a KeyEntry,
+    /// Tokens this call is assumed to use until the upstream says.
+    estimate: estimate::Estimate,
+    /// The budget reservation, handed to the ticket that records the call
+    /// (a plain lock, never held across an `.await`).
+    budget: std::sync::Mutex<Option<budget::Hold>>,
 }
 
 /// How an attempt failed.
@@ -106,6 +112,11 @@ struct Ticket {
     pricing: Option<crate::config::snapshot::Pricing>,
     /// Limit counters held for this call, settled when it ends.
     limit: Option<limits::Held>,
+    /// The budget reservation, settled with the recorded cost.
+    budget: Option<budget::Hold>,
+    /// Charged if the call is abandoned before any usage arrives (the
+    /// client left a non-streamed call while the upstream was answering).
+    estimate: Option<estimate::Estimate>,
     recorded: bool,
     metrics: Arc<Metrics>,
 }
@@ -118,13 +129,22 @@ impl Drop for Ticket {
     /// still reading the upstream) is still recorded, exactly once.
     fn drop(&mut self) {
         if !self.recorded {
-            self.record(CLIENT_CLOSED, None);
+            let usage = self.estimate.map(|e| e.usage());
+            self.row.estimated = usage.is_some();
+            self.record(CLIENT_CLOSED, usage);
         }
     }
 }
 
 impl Ticket {
     fn finish(mut self, status: u16, usage: Option<Usage>) {
+        self.record(status, usage);
+    }
+
+    /// Records usage that may be relay's estimate rather than the
+    /// upstream's count.
+    fn finish_estimated(mut self, status: u16, usage: Option<Usage>, estimated: bool) {
+        self.row.estimated = estimated;
         self.record(status, usage);
     }
 
@@ -149,6 +169,9 @@ impl Ticket {
         self.row.cache_read_tokens = u.cache_read_tokens as i64;
         self.row.cache_write_tokens = u.cache_write_tokens as i64;
         self.row.cost_usd = usage::cost_usd(self.pricing.as_ref(), &u);
+        if let Some(hold) = self.budget.take() {
+            hold.settle(self.row.cost_usd);
+        }
         let binding = self.row.binding.as_deref();
         self.metrics
             .record_call(&self.row.model, binding, status, elapsed, u);
@@ -252,12 +275,21 @@ impl Gateway {
         let model = Self::resolve(&snap, &key, &requested)?;
         // `resolve` has checked the grant, so the policy exists.
         let policy = snap.policy(&key.policy);
+        let estimate = estimate::Estimate::of(&obj, body.len(), model);
+        let mut budget = None;
         if let Some(policy) = policy {
-            if let Err(err) = self.budgets.check(policy, &key.id, now_ms()) {
-                return Err(self.refused(model, &key, stream, started, err));
+            let cost = usage::cost_usd(model.pricing.as_ref(), &estimate.usage());
+            let state = self.breakers.state();
+            match self
+                .budgets
+                .reserve(state, policy, &key.id, cost, now_ms())
+                .await
+            {
+                Ok(hold) => budget = hold,
+                Err(err) => return Err(self.refused(model, &key, stream, started, err)),
             }
         }
-        let admission = policy.and_then(|p| Self::admission(p, &key, &obj, body.len()));
+        let admission = policy.and_then(|p| Self::admission(p, &key, estimate));
 
         let call = Call {
             endpoint,
@@ -268,6 +300,8 @@ impl Gateway {
             stream,
             started,
             key: &key,
+            estimate,
+            budget: std::sync::Mutex::new(budget),
         };
         let attempts = match plan::plan(&snap, model, &self.breakers, admission.as_ref()).await {
             Ok(a) => a,
@@ -419,8 +453,7 @@ impl Gateway {
     fn admission(
         policy: &Policy,
         key: &KeyEntry,
-        obj: &RawObject<'_>,
-        body_len: usize,
+        estimate: estimate::Estimate,
     ) -> Option<crate::state::Admission> {
         let l = policy.limits;
         if l.requests_per_minute.is_none()
@@ -429,15 +462,7 @@ impl Gateway {
         {
             return None;
         }
-        let max_tokens = ["max_tokens", "max_completion_tokens"]
-            .into_iter()
-            .find_map(|f| obj.get(f).and_then(|v| v.get().parse::<u64>().ok()))
-            .unwrap_or(0);
-        Some(limits::admission(
-            &key.id,
-            &l,
-            body_len as u64 / 4 + max_tokens,
-        ))
+        Some(limits::admission(&key.id, &l, estimate.total()))
     }
 
     /// One upstream attempt.
@@ -490,17 +515,25 @@ impl Gateway {
             call.headers,
             upstream_body,
         );
+        let mut guard = Abandon {
+            gateway: self,
+            call,
+            route: (binding, host),
+            limit: &mut *limit,
+            armed: true,
+        };
         let sent_at = Instant::now();
         let sent = self
             .upstreams
             .send(host.connect_timeout, request, budget)
-            .await
-            .map_err(|e| {
-                final_err(GatewayError::UpstreamUnreachable {
-                    host: host.name.clone(),
-                    detail: e.to_string(),
-                })
-            })?;
+            .await;
+        guard.armed = false;
+        let sent = sent.map_err(|e| {
+            final_err(GatewayError::UpstreamUnreachable {
+                host: host.name.clone(),
+                detail: e.to_string(),
+            })
+        })?;
         let mut response = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -538,7 +571,7 @@ impl Gateway {
             if failure.class == FailureClass::ClientError {
                 self.metrics
                     .record_upstream_error(&host.name, &host_key.name, failure.class);
-                let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+                let ticket = self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
                 ticket.finish(status.as_u16(), None);
                 return Err(final_err(err));
             }
@@ -550,7 +583,10 @@ impl Gateway {
             // Read the first chunk before committing: a stream that fails
             // before its first byte is retried like any server error.
             let mut upstream = response.body;
-            let first = match upstream.next().await {
+            guard.armed = true;
+            let first = upstream.next().await;
+            guard.armed = false;
+            let first = match first {
                 Some(Ok(chunk)) => chunk,
                 Some(Err(e)) => {
                     let err = GatewayError::from_transport(&host.name, &e);
@@ -576,7 +612,10 @@ impl Gateway {
                     ));
                 }
             };
-            let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+            let mut ticket = self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
+            // Charged should the relay task itself be dropped (runtime
+            // shutdown) before the stream has settled.
+            ticket.estimate = Some(call.estimate);
             reply_headers.insert(
                 HeaderName::from_static("x-request-id"),
                 header_value(&ticket.row.request_id),
@@ -606,27 +645,35 @@ impl Gateway {
             let breakers = self.breakers.clone();
             let (fingerprint, settings) = (host_key.fingerprint.clone(), host.breaker);
             let names = (host.name.clone(), host_key.name.clone());
-            let body = stream::relay(first, upstream, watch, client, move |status, usage| {
-                if status == stream::BROKEN_STREAM {
-                    let class = FailureClass::ServerError;
-                    ticket
-                        .metrics
-                        .record_upstream_error(&names.0, &names.1, class);
-                }
-                ticket.finish(status, usage);
-                if status == stream::BROKEN_STREAM {
-                    let failure = Failure {
-                        class: FailureClass::ServerError,
-                        retry_after: None,
-                    };
-                    tokio::spawn(async move {
-                        let names = (names.0.as_str(), names.1.as_str());
-                        breakers
-                            .record_failure(&fingerprint, &failure, &settings, names)
-                            .await;
-                    });
-                }
-            });
+            let body = stream::relay(
+                first,
+                upstream,
+                watch,
+                client,
+                adapter,
+                call.estimate,
+                move |status, usage, estimated| {
+                    if status == stream::BROKEN_STREAM {
+                        let class = FailureClass::ServerError;
+                        ticket
+                            .metrics
+                            .record_upstream_error(&names.0, &names.1, class);
+                    }
+                    ticket.finish_estimated(status, usage, estimated);
+                    if status == stream::BROKEN_STREAM {
+                        let failure = Failure {
+                            class: FailureClass::ServerError,
+                            retry_after: None,
+                        };
+                        tokio::spawn(async move {
+                            let names = (names.0.as_str(), names.1.as_str());
+                            breakers
+                                .record_failure(&fingerprint, &failure, &settings, names)
+                                .await;
+                        });
+                    }
+                },
+            );
             return Ok(Reply {
                 status,
                 headers: reply_headers,
@@ -640,7 +687,10 @@ impl Gateway {
         };
         // Nothing has reached the client yet: a body that breaks off (reset,
         // timeout mid-body) is a server error like any other, and retried.
-        let body = match read_limited(response.body).await {
+        guard.armed = true;
+        let body = read_limited(response.body).await;
+        guard.armed = false;
+        let body = match body {
             Ok(b) => b,
             Err(detail) => {
                 let failure = Failure {
@@ -650,7 +700,7 @@ impl Gateway {
                 return Err(Outcome::Retry(protocol_error(detail), failure));
             }
         };
-        let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+        let ticket = self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
         reply_headers.insert(
             HeaderName::from_static("x-request-id"),
             header_value(&ticket.row.request_id),
@@ -746,12 +796,43 @@ impl Gateway {
                 cache_write_tokens: 0,
                 cost_usd: 0.0,
                 streamed: call.stream,
+                estimated: false,
                 ..UsageRow::default()
             },
             pricing: call.model.pricing,
             limit,
+            budget: call
+                .budget
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+            estimate: None,
             recorded: false,
             metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// While an attempt waits on the upstream, a client that goes away drops the
+/// call right there. This guard records that attempt then (499, charged at
+/// the request's estimate and marked estimated) instead of letting it
+/// vanish; it is armed only across those waits.
+struct Abandon<'x> {
+    gateway: &'x Gateway,
+    call: &'x Call<'x>,
+    route: (&'x Binding, &'x Host),
+    limit: &'x mut Option<Option<limits::Held>>,
+    armed: bool,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let limit = self.limit.take().flatten();
+            let mut ticket = self.gateway.ticket(self.call, Some(self.route), limit);
+            ticket.estimate = Some(self.call.estimate);
+            // Dropped unrecorded: Ticket::drop records it as abandoned.
+            drop(ticket);
         }
     }
 }

@@ -3,11 +3,16 @@
 //! usage and for the protocol's terminal event. A stream that breaks or ends
 //! without its terminal event gets the client protocol's error event instead
 //! of a clean finish. Usage is recorded exactly once, when the stream ends or
-//! the client goes away (which drops the stream and with it the upstream
-//! request).
+//! the client goes away. In that case relay reads on briefly for the usage
+//! (at most `GRACE_TIME` and `GRACE_BYTES`), then drops the upstream request;
+//! without usage by then it charges an estimate, marked as such.
+
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{BoxStream, StreamExt};
+
+use super::estimate::{Estimate, OutputCounter};
 
 use crate::adapters::translate::StreamTranslator;
 use crate::adapters::{anthropic, openai, sse, Protocol, Seen, Usage};
@@ -53,30 +58,147 @@ impl Watch {
     }
 }
 
-/// Calls `done(status, usage)` once, when dropped.
-struct OnEnd<F: FnOnce(u16, Option<Usage>)> {
+/// How long and how much relay keeps reading an upstream stream for its
+/// usage after the client went away (this amends SPEC §4's "client
+/// disconnect cancels the upstream request"); then it cancels.
+pub(super) const GRACE_TIME: Duration = Duration::from_secs(1);
+pub(super) const GRACE_BYTES: usize = 64 << 10;
+
+type Upstream = futures_util::stream::Chain<
+    futures_util::stream::Once<std::future::Ready<Result<Bytes, TransportError>>>,
+    upstream::Body,
+>;
+
+/// What the stream ends with: `done(status, usage, estimated)` is called
+/// exactly once, when the stream finishes, breaks, or (after the grace
+/// read) when the client has gone away.
+struct State<F: FnOnce(u16, Option<Usage>, bool)> {
+    upstream: Upstream,
+    splitter: sse::Splitter,
+    watch: Watch,
     done: Option<F>,
     status: u16,
-    watch: Watch,
+    client: Protocol,
+    /// The upstream's protocol (what `upstream` speaks).
+    speaks: Protocol,
+    finished: bool,
+    /// The upstream's final usage figures have been seen.
+    usage_final: bool,
+    output: OutputCounter,
+    estimate: Estimate,
 }
 
-impl<F: FnOnce(u16, Option<Usage>)> Drop for OnEnd<F> {
-    fn drop(&mut self) {
-        if let Some(f) = self.done.take() {
-            f(self.status, self.watch.usage());
+impl<F: FnOnce(u16, Option<Usage>, bool)> State<F> {
+    /// Feeds one upstream event: what the client gets goes to `out`; output
+    /// is counted and the final usage noticed.
+    fn feed(&mut self, event: &Bytes, out: &mut BytesMut) -> Seen {
+        if !self.usage_final {
+            self.output.observe(event);
+        }
+        let seen = self.watch.feed(event, out);
+        let final_now = match self.speaks {
+            // OpenAI sends usage once, in the last chunk.
+            Protocol::OpenAi => self.watch.usage().is_some(),
+            // Anthropic's message_start has a provisional count; the final
+            // one comes with message_delta.
+            Protocol::Anthropic => {
+                memchr::memmem::find(event, b"message_delta").is_some()
+                    && memchr::memmem::find(event, b"\"usage\"").is_some()
+            }
+        };
+        if final_now || seen == Seen::Done {
+            self.usage_final = true;
+        }
+        seen
+    }
+
+    /// The usage to record: the upstream's when its final figures arrived,
+    /// else an estimate (second value `true`): input as far as the upstream
+    /// said (else estimated from the request), output as counted from the
+    /// deltas read (else the request's bound).
+    fn charge(&self) -> (Option<Usage>, bool) {
+        let seen = self.watch.usage();
+        if self.usage_final {
+            return (seen, false);
+        }
+        let counted = self.output.tokens();
+        let base = seen.unwrap_or(Usage {
+            input_tokens: self.estimate.input_tokens,
+            ..Usage::default()
+        });
+        let output_tokens = if counted > 0 {
+            counted.max(base.output_tokens)
+        } else {
+            self.estimate.output_tokens
+        };
+        (
+            Some(Usage {
+                output_tokens,
+                ..base
+            }),
+            true,
+        )
+    }
+
+    /// After the client went away: reads on for the usage, within
+    /// [`GRACE_TIME`] and [`GRACE_BYTES`]; dropping `self` afterwards
+    /// cancels the upstream request.
+    async fn grace_read(&mut self) {
+        let deadline = tokio::time::Instant::now() + GRACE_TIME;
+        let mut read = 0usize;
+        let mut sink = BytesMut::new();
+        while !self.usage_final && read < GRACE_BYTES {
+            let chunk = match tokio::time::timeout_at(deadline, self.upstream.next()).await {
+                Ok(Some(Ok(chunk))) => chunk,
+                _ => return,
+            };
+            read += chunk.len();
+            self.splitter.push(&chunk);
+            while let Some(event) = self.splitter.next_event() {
+                sink.clear();
+                if matches!(self.feed(&event, &mut sink), Seen::Done | Seen::Error) {
+                    return;
+                }
+            }
+            if self.splitter.overflowed() {
+                return;
+            }
         }
     }
 }
 
-struct State<F: FnOnce(u16, Option<Usage>)> {
-    upstream: futures_util::stream::Chain<
-        futures_util::stream::Once<std::future::Ready<Result<Bytes, TransportError>>>,
-        upstream::Body,
-    >,
-    splitter: sse::Splitter,
-    end: OnEnd<F>,
-    client: Protocol,
-    finished: bool,
+/// Owns the state; when dropped it settles the call: at once when the
+/// stream finished (or its usage is already known), else after a grace
+/// read on a task of its own.
+struct Live<F: FnOnce(u16, Option<Usage>, bool) + Send + 'static>(Option<State<F>>);
+
+impl<F: FnOnce(u16, Option<Usage>, bool) + Send + 'static> Drop for Live<F> {
+    fn drop(&mut self) {
+        let Some(mut st) = self.0.take() else {
+            return;
+        };
+        let Some(done) = st.done.take() else {
+            return;
+        };
+        if st.finished || st.usage_final {
+            let (usage, estimated) = st.charge();
+            return done(st.status, usage, estimated);
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    st.grace_read().await;
+                    let (usage, estimated) = st.charge();
+                    drop(st.upstream);
+                    done(CLIENT_CLOSED, usage, estimated);
+                });
+            }
+            Err(_) => {
+                let (usage, estimated) = st.charge();
+                done(CLIENT_CLOSED, usage, estimated);
+            }
+        }
+    }
 }
 
 /// Status recorded for a stream cut before its terminal event (the client
@@ -87,96 +209,98 @@ const CLIENT_CLOSED: u16 = 499;
 
 /// `first` is a chunk already read from `upstream` (the gateway reads one
 /// before committing to a stream, so that a stream failing before its first
-/// byte can still be retried elsewhere).
+/// byte can still be retried elsewhere). `speaks` is the upstream's
+/// protocol; `estimate` is charged (in part) when the client goes away and
+/// no usage arrives within the grace read.
+#[allow(clippy::too_many_arguments)]
 pub fn relay<F>(
     first: Bytes,
     upstream: upstream::Body,
     watch: Watch,
     client: Protocol,
+    speaks: Protocol,
+    estimate: Estimate,
     done: F,
 ) -> BoxStream<'static, Result<Bytes, std::io::Error>>
 where
-    F: FnOnce(u16, Option<Usage>) + Send + 'static,
+    F: FnOnce(u16, Option<Usage>, bool) + Send + 'static,
 {
     let state = State {
         upstream: futures_util::stream::once(std::future::ready(Ok(first))).chain(upstream),
         splitter: sse::Splitter::default(),
-        end: OnEnd {
-            done: Some(done),
-            status: CLIENT_CLOSED,
-            watch,
-        },
+        watch,
+        done: Some(done),
+        status: CLIENT_CLOSED,
         client,
+        speaks,
         finished: false,
+        usage_final: false,
+        output: OutputCounter::default(),
+        estimate,
     };
-    futures_util::stream::unfold(state, |mut st| async move {
-        loop {
-            if st.finished {
-                return None;
-            }
-            match st.upstream.next().await {
-                Some(Ok(chunk)) => {
-                    st.splitter.push(&chunk);
-                    let mut out = BytesMut::new();
-                    while let Some(event) = st.splitter.next_event() {
-                        match st.end.watch.feed(&event, &mut out) {
-                            Seen::Forward | Seen::Skip => {}
-                            Seen::Done => {
-                                st.end.status = 200;
-                                st.finished = true;
-                                break;
-                            }
-                            Seen::Error => {
-                                st.end.status = BROKEN_STREAM;
-                                st.finished = true;
-                                break;
-                            }
-                        }
-                    }
-                    if !st.finished && st.splitter.overflowed() {
-                        out.extend_from_slice(&fail(
-                            &mut st,
-                            "the upstream sent an event larger than relay accepts",
-                        ));
-                    }
-                    if !out.is_empty() {
-                        return Some((Ok(out.freeze()), st));
-                    }
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "upstream stream broke");
-                    return Some((
-                        Ok(fail(
-                            &mut st,
-                            "the upstream stream broke before it finished",
-                        )),
-                        st,
-                    ));
-                }
-                None => {
-                    let mut out = BytesMut::new();
-                    if st.end.watch.finish_at_eof(&mut out) {
-                        st.end.status = 200;
-                        st.finished = true;
-                        return Some((Ok(out.freeze()), st));
-                    }
-                    return Some((
-                        Ok(fail(
-                            &mut st,
-                            "the upstream stream ended before its final event",
-                        )),
-                        st,
-                    ));
-                }
-            }
-        }
+    futures_util::stream::unfold(Live(Some(state)), |mut live| async move {
+        let st = live.0.as_mut()?;
+        let out = next(st).await?;
+        Some((Ok(out), live))
     })
     .boxed()
 }
 
-fn fail<F: FnOnce(u16, Option<Usage>)>(st: &mut State<F>, message: &str) -> Bytes {
+/// The next bytes for the client; `None` once the stream is finished.
+async fn next<F: FnOnce(u16, Option<Usage>, bool)>(st: &mut State<F>) -> Option<Bytes> {
+    loop {
+        if st.finished {
+            return None;
+        }
+        match st.upstream.next().await {
+            Some(Ok(chunk)) => {
+                st.splitter.push(&chunk);
+                let mut out = BytesMut::new();
+                while let Some(event) = st.splitter.next_event() {
+                    match st.feed(&event, &mut out) {
+                        Seen::Forward | Seen::Skip => {}
+                        Seen::Done => {
+                            st.status = 200;
+                            st.finished = true;
+                            break;
+                        }
+                        Seen::Error => {
+                            st.status = BROKEN_STREAM;
+                            st.finished = true;
+                            break;
+                        }
+                    }
+                }
+                if !st.finished && st.splitter.overflowed() {
+                    out.extend_from_slice(&fail(
+                        st,
+                        "the upstream sent an event larger than relay accepts",
+                    ));
+                }
+                if !out.is_empty() {
+                    return Some(out.freeze());
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "upstream stream broke");
+                return Some(fail(st, "the upstream stream broke before it finished"));
+            }
+            None => {
+                let mut out = BytesMut::new();
+                if st.watch.finish_at_eof(&mut out) {
+                    st.status = 200;
+                    st.finished = true;
+                    return Some(out.freeze());
+                }
+                return Some(fail(st, "the upstream stream ended before its final event"));
+            }
+        }
+    }
+}
+
+fn fail<F: FnOnce(u16, Option<Usage>, bool)>(st: &mut State<F>, message: &str) -> Bytes {
     st.finished = true;
-    st.end.status = BROKEN_STREAM;
+    st.status = BROKEN_STREAM;
     st.splitter.clear();
     st.client.error_event(message)
 }

@@ -29,6 +29,10 @@ pub struct UsageRow {
     /// How many calls this row stands for: 1, except for throttled calls
     /// merged per key, reason and minute by the usage writer.
     pub calls: Calls,
+    /// Tokens (and cost) are relay's estimate, not the upstream's count:
+    /// the client went away and no usage arrived within the grace read.
+    #[serde(default)]
+    pub estimated: bool,
 }
 
 /// The number of calls a usage row stands for; 1 unless merged.
@@ -160,9 +164,9 @@ pub struct UsagePoint {
 
 const COLUMNS: &str =
     "at, request_id, key_id, model, binding, host, status, latency_ms, input_tokens, \
-                       output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, streamed, reason, calls";
+                       output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, streamed, reason, calls, estimated";
 
-/// Most rows one usage INSERT carries (16 parameters each, well inside
+/// Most rows one usage INSERT carries (17 parameters each, well inside
 /// SQLite's and PostgreSQL's limits).
 const INSERT_CHUNK: usize = 128;
 
@@ -208,7 +212,8 @@ impl Store {
                         .push_bind(r.cost_usd)
                         .push_bind(r.streamed)
                         .push_bind(&r.reason)
-                        .push_bind(r.calls.0.max(1));
+                        .push_bind(r.calls.0.max(1))
+                        .push_bind(r.estimated);
                 });
                 qb.build().execute(&mut *tx).await?;
             }

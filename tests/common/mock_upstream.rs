@@ -365,6 +365,7 @@ impl Connected<IncomingStream<'_, KillableListener>> for Conn {
 /// | `slow:<ms>` | wait `<ms>` ms, then the normal answer | same |
 /// | `reset` | connection closed before any response byte | same |
 /// | `break-stream` | 200, first 2 events (non-stream: first half of the JSON), then the connection is cut | same |
+/// | `usage-late:<ms>` | 200 SSE: every event but the last two (the usage chunk and `[DONE]`) at once, then a `<ms>` pause, then those two (non-stream: normal) | same; the last two are `message_delta` (final usage) and `message_stop` |
 /// | `stream-error` | 200 SSE: first event, then `data: {"error":…}`, end (non-stream: 200 JSON `{"error":…}`) | 200 SSE: first event, then `event: error` `overloaded_error`, end (non-stream: 200 JSON error) |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
@@ -376,6 +377,8 @@ enum Fault {
     Reset,
     BreakStream,
     StreamError,
+    /// Stream: the last two events (the final usage and the end) after a pause.
+    UsageLate(u64),
     /// An error with this status whose message echoes the credential.
     EchoKey(u16),
 }
@@ -419,6 +422,9 @@ impl Fault {
             "reset" => Fault::Reset,
             "break-stream" => Fault::BreakStream,
             "stream-error" => Fault::StreamError,
+            _ if spec.starts_with("usage-late:") => {
+                Fault::UsageLate(spec.strip_prefix("usage-late:")?.parse().ok()?)
+            }
             _ => match spec.strip_prefix("echo-key-") {
                 Some(code) => Fault::EchoKey(code.parse().ok().filter(|c| (400..600).contains(c))?),
                 None => Fault::Slow(spec.strip_prefix("slow:")?.parse().ok()?),
@@ -675,7 +681,7 @@ async fn early_fault(
             }
         }
         Fault::Reset => Some(conn.kill()),
-        Fault::BreakStream | Fault::StreamError => None,
+        Fault::BreakStream | Fault::StreamError | Fault::UsageLate(_) => None,
     }
 }
 
@@ -721,6 +727,15 @@ fn render(output: Output, fault: Option<Fault>, proto: Proto) -> Response {
                 ),
             });
             sse_response(stream::iter(events.into_iter().map(Ok)))
+        }
+        (Output::Sse(mut events), Some(Fault::UsageLate(ms))) => {
+            let tail = events.split_off(events.len().saturating_sub(2));
+            let late = stream::once(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                stream::iter(tail.into_iter().map(Ok))
+            })
+            .flatten();
+            sse_response(stream::iter(events.into_iter().map(Ok)).chain(late))
         }
         (Output::Sse(events), _) => sse_response(stream::iter(events.into_iter().map(Ok))),
     }

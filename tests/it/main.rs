@@ -17,6 +17,7 @@ mod metrics;
 mod mock_selftest;
 #[path = "../common/mock_upstream.rs"]
 mod mock_upstream;
+mod money;
 mod proxy;
 mod reload;
 mod retention;
