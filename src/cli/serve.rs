@@ -109,7 +109,9 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s.trim()) {
         Ok(d) if d.is_zero() => Err("must be longer than 0s".into()),
         Ok(d) => Ok(d),
-        Err(e) => Err(format!("`{s}` is not a duration like `10s` or `500ms`: {e}")),
+        Err(e) => Err(format!(
+            "`{s}` is not a duration like `10s` or `500ms`: {e}"
+        )),
     }
 }
 
@@ -124,7 +126,11 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
-        _ => return Err(format!("`{s}` is not a size like `256MiB`, `1GiB` or `1048576`")),
+        _ => {
+            return Err(format!(
+                "`{s}` is not a size like `256MiB`, `1GiB` or `1048576`"
+            ))
+        }
     };
     num.parse::<usize>()
         .ok()

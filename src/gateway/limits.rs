@@ -61,6 +61,18 @@ pub fn admission(key_id: &str, limits: &LimitsSpec, token_estimate: u64) -> Admi
     }
 }
 
+impl Held {
+    /// Counters an admitted call holds from now on.
+    pub fn admitted(state: &StateBackend, admission: Admission) -> Held {
+        Held {
+            state: state.clone(),
+            admission,
+            at_ms: now_ms(),
+            released: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,17 +96,5 @@ mod tests {
         };
         assert_eq!(admission("k", &small, u64::MAX).token_estimate, 1000);
         assert_eq!(admission("k", &small, 10).token_estimate, 10);
-    }
-}
-
-impl Held {
-    /// Counters an admitted call holds from now on.
-    pub fn admitted(state: &StateBackend, admission: Admission) -> Held {
-        Held {
-            state: state.clone(),
-            admission,
-            at_ms: now_ms(),
-            released: false,
-        }
     }
 }

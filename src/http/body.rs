@@ -107,7 +107,11 @@ impl AsRef<[u8]> for Budgeted {
 }
 
 /// Reads the whole body within the budget and the per-request limit.
-pub async fn read(budget: &BodyBudget, headers: &HeaderMap, body: Body) -> Result<Bytes, BodyError> {
+pub async fn read(
+    budget: &BodyBudget,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, BodyError> {
     let limit = budget.max_body();
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
@@ -139,7 +143,9 @@ pub async fn read(budget: &BodyBudget, headers: &HeaderMap, body: Body) -> Resul
         if len > limit {
             return Err(BodyError::TooLarge { limit });
         }
-        let held = reserved.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+        let held = reserved
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits);
         if len > held {
             let more = budget.take(len - held).ok_or(BodyError::Busy)?;
             match reserved.as_mut() {
@@ -204,9 +210,17 @@ mod tests {
         );
         let busy = read(&budget, &headers(None), Body::from_stream(stream)).await;
         assert!(matches!(busy, Err(BodyError::Busy)), "{busy:?}");
-        assert_eq!(budget.bytes.available_permits(), 40, "a refused body gives back what it took");
+        assert_eq!(
+            budget.bytes.available_permits(),
+            40,
+            "a refused body gives back what it took"
+        );
         drop(a);
-        assert_eq!(budget.bytes.available_permits(), 40, "a slice keeps the body alive");
+        assert_eq!(
+            budget.bytes.available_permits(),
+            40,
+            "a slice keeps the body alive"
+        );
         drop(slice);
         assert_eq!(budget.bytes.available_permits(), 100);
     }
@@ -215,14 +229,19 @@ mod tests {
     async fn a_body_larger_than_the_whole_budget_is_too_large() {
         let budget = BodyBudget::new(100);
         let r = read(&budget, &headers(Some(101)), Body::from(vec![1u8; 101])).await;
-        assert!(matches!(r, Err(BodyError::TooLarge { limit: 100 })), "{r:?}");
+        assert!(
+            matches!(r, Err(BodyError::TooLarge { limit: 100 })),
+            "{r:?}"
+        );
         let stream = futures_util::stream::iter(
             (0..3).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 40]))),
         );
         let r = read(&budget, &headers(None), Body::from_stream(stream)).await;
         assert!(matches!(r, Err(BodyError::TooLarge { .. })), "{r:?}");
         assert_eq!(budget.bytes.available_permits(), 100);
-        let empty = read(&budget, &headers(Some(0)), Body::empty()).await.unwrap();
+        let empty = read(&budget, &headers(Some(0)), Body::empty())
+            .await
+            .unwrap();
         assert!(empty.is_empty());
     }
 }

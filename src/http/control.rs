@@ -233,7 +233,8 @@ async fn usage(
             e.body_text()
         ))
     })?;
-    q.check(crate::store::now_ms()).map_err(ApiError::BadRequest)?;
+    q.check(crate::store::now_ms())
+        .map_err(ApiError::BadRequest)?;
     let (totals, records) = state.store.usage_report(&q).await?;
     Ok(Json(json!({ "totals": totals, "records": records })))
 }

@@ -68,7 +68,10 @@ impl Bucket {
     pub fn last(self, n: i64, now: i64) -> (i64, i64) {
         let w = self.millis();
         let now = clamp_ms(now);
-        (now.div_euclid(w) * w - (n.clamp(1, MAX_BUCKETS) - 1) * w, now + 1)
+        (
+            now.div_euclid(w) * w - (n.clamp(1, MAX_BUCKETS) - 1) * w,
+            now + 1,
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -124,7 +127,9 @@ impl UsageQuery {
         }
         if let Some(l) = self.limit {
             if !(1..=MAX_LIMIT).contains(&l) {
-                return Err(format!("`limit` must be between 1 and {MAX_LIMIT}; got {l}"));
+                return Err(format!(
+                    "`limit` must be between 1 and {MAX_LIMIT}; got {l}"
+                ));
             }
         }
         Ok(())
@@ -453,9 +458,13 @@ mod tests {
             ..UsageQuery::default()
         };
         assert!(q(None, None, None).check(now).is_ok());
-        assert!(q(Some(EARLIEST_MS), Some(now + FUTURE_SLACK_MS), Some(MAX_LIMIT))
-            .check(now)
-            .is_ok());
+        assert!(q(
+            Some(EARLIEST_MS),
+            Some(now + FUTURE_SLACK_MS),
+            Some(MAX_LIMIT)
+        )
+        .check(now)
+        .is_ok());
         assert!(q(Some(now), Some(now), Some(1)).check(now).is_ok());
         for (bad, names) in [
             (q(None, Some(i64::MAX), None), "`to`"),

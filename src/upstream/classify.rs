@@ -473,8 +473,16 @@ mod tests {
             assert_eq!(d, Some(super::super::breaker::MAX_COOLDOWN), "{epoch}");
         }
         // retry-after-ms beyond u64 saturates and is bounded too.
-        let d = cooldown_hint(Protocol::OpenAi, &h(&[("retry-after-ms", "1e300")]), "", now);
-        assert!(d.is_some_and(|d| d <= super::super::breaker::MAX_COOLDOWN), "{d:?}");
+        let d = cooldown_hint(
+            Protocol::OpenAi,
+            &h(&[("retry-after-ms", "1e300")]),
+            "",
+            now,
+        );
+        assert!(
+            d.is_some_and(|d| d <= super::super::breaker::MAX_COOLDOWN),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -122,7 +122,11 @@ async fn absurd_admin_ranges_are_refused_and_relay_stays_up() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(
-        http.get(relay.data("/livez")).send().await.unwrap().status(),
+        http.get(relay.data("/livez"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
 }
@@ -206,12 +210,18 @@ async fn idle_keep_alive_is_closed_after_the_idle_timeout_not_the_header_timeout
     let idle = Instant::now();
     // Still open past the header timeout: idle is not a slow head...
     let (_, closed) = read_to_close(&mut s, Duration::from_millis(2000)).await;
-    assert!(!closed, "an idle keep-alive connection was cut at the header timeout");
+    assert!(
+        !closed,
+        "an idle keep-alive connection was cut at the header timeout"
+    );
     // ...and reusable.
     s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    assert_eq!(status(&read_response(&mut s, Duration::from_secs(5)).await), 200);
+    assert_eq!(
+        status(&read_response(&mut s, Duration::from_secs(5)).await),
+        200
+    );
     let idle_again = Instant::now();
     let (_, closed) = read_to_close(&mut s, Duration::from_secs(8)).await;
     assert!(closed, "an idle connection was kept past the idle timeout");
@@ -338,7 +348,10 @@ models: ["*"]
         "the stream was meant to outlast every timeout"
     );
     for i in 0..6 {
-        assert!(text.contains(&format!("part{i} ")), "part{i} missing: {text}");
+        assert!(
+            text.contains(&format!("part{i} ")),
+            "part{i} missing: {text}"
+        );
     }
     assert!(text.contains("[DONE]"), "{text}");
 }
@@ -397,16 +410,23 @@ async fn each_plane_has_its_own_connection_cap() {
         if status(&r) == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "a freed data slot was not reused: {r}");
+        assert!(
+            Instant::now() < deadline,
+            "a freed data slot was not reused: {r}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(relay.logs().contains("at its connection cap"), "{}", relay.logs());
+    assert!(
+        relay.logs().contains("at its connection cap"),
+        "{}",
+        relay.logs()
+    );
 }
 
 /// A chat request body of exactly `len` bytes.
 fn chat_body(len: usize) -> Vec<u8> {
-    let base = json!({"model": "gpt-test", "messages": [{"role": "user", "content": ""}]})
-        .to_string();
+    let base =
+        json!({"model": "gpt-test", "messages": [{"role": "user", "content": ""}]}).to_string();
     let pad = len - base.len();
     let text = "x".repeat(pad);
     let b = json!({"model": "gpt-test", "messages": [{"role": "user", "content": text}]})
@@ -555,7 +575,11 @@ async fn a_max_tokens_near_u64_max_saturates_the_estimate() {
         "messages": [{"role": "user", "content": "hold [[fault:slow:1500]]"}],
     });
     let first = {
-        let (http, url, key) = (s.relay.http.clone(), s.relay.data("/v1/chat/completions"), key.clone());
+        let (http, url, key) = (
+            s.relay.http.clone(),
+            s.relay.data("/v1/chat/completions"),
+            key.clone(),
+        );
         tokio::spawn(async move {
             http.post(url)
                 .bearer_auth(key)
@@ -576,7 +600,10 @@ async fn a_max_tokens_near_u64_max_saturates_the_estimate() {
     assert_eq!(second.status(), 429);
     let v: Value = second.json().await.unwrap();
     assert!(v.to_string().contains("tokens_per_minute"), "{v}");
-    let first = first.await.unwrap().unwrap_or_else(|e| panic!("{e}\n{}", s.relay.logs()));
+    let first = first
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", s.relay.logs()));
     assert_eq!(first.status(), 200, "{}", s.relay.logs());
 }
 
@@ -617,12 +644,18 @@ async fn config_files_that_are_not_regular_or_too_large_are_refused_fast() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("fifo.yaml") && text.contains("FIFO"), "{text}");
+    assert!(
+        text.contains("fifo.yaml") && text.contains("FIFO"),
+        "{text}"
+    );
     assert!(
         text.contains("zero.yaml") && text.contains("character device"),
         "{text}"
     );
-    assert!(text.contains("big.yaml") && text.contains("16 MiB"), "{text}");
+    assert!(
+        text.contains("big.yaml") && text.contains("16 MiB"),
+        "{text}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
