@@ -73,6 +73,7 @@ pub struct Usage {
 
 impl Usage {
     pub fn total(&self) -> u64 {
+        // Upstream-supplied numbers: saturate, never wrap.
         self.input_tokens
             .saturating_add(self.output_tokens)
             .saturating_add(self.cache_read_tokens)

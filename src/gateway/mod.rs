@@ -163,11 +163,13 @@ impl Ticket {
         let u = usage.unwrap_or_default();
         self.row.status = i32::from(status);
         let elapsed = self.started.elapsed();
-        self.row.latency_ms = elapsed.as_millis() as i64;
-        self.row.input_tokens = u.input_tokens as i64;
-        self.row.output_tokens = u.output_tokens as i64;
-        self.row.cache_read_tokens = u.cache_read_tokens as i64;
-        self.row.cache_write_tokens = u.cache_write_tokens as i64;
+        // Counts come from the upstream: saturate rather than wrap negative.
+        let sat = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.row.latency_ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
+        self.row.input_tokens = sat(u.input_tokens);
+        self.row.output_tokens = sat(u.output_tokens);
+        self.row.cache_read_tokens = sat(u.cache_read_tokens);
+        self.row.cache_write_tokens = sat(u.cache_write_tokens);
         self.row.cost_usd = usage::cost_usd(self.pricing.as_ref(), &u);
         if let Some(hold) = self.budget.take() {
             hold.settle(self.row.cost_usd);

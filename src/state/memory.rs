@@ -178,7 +178,7 @@ impl MemoryState {
         let [rpm, tpm, cc] = super::admission_keys(a, now);
         let window = super::window_left_ms(now);
         if let Some(max) = a.max_concurrent {
-            if self.incr(&cc, 1, super::CONCURRENCY_TTL_MS).await > max as i64 {
+            if self.incr(&cc, 1, super::CONCURRENCY_TTL_MS).await > super::count(max) {
                 self.incr(&cc, -1, super::CONCURRENCY_TTL_MS).await;
                 return super::Admitted::No {
                     limit: "max_concurrent_requests",
@@ -192,7 +192,7 @@ impl MemoryState {
             }
         };
         if let Some(max) = a.requests_per_minute {
-            if self.incr(&rpm, 1, 61_000).await > max as i64 {
+            if self.incr(&rpm, 1, 61_000).await > super::count(max) {
                 self.incr(&rpm, -1, 61_000).await;
                 undo_cc().await;
                 return super::Admitted::No {
@@ -202,8 +202,8 @@ impl MemoryState {
             }
         }
         if let Some(max) = a.tokens_per_minute {
-            let by = a.token_estimate as i64;
-            if self.incr(&tpm, by, 61_000).await > max as i64 {
+            let by = super::count(a.token_estimate);
+            if self.incr(&tpm, by, 61_000).await > super::count(max) {
                 self.incr(&tpm, -by, 61_000).await;
                 if a.requests_per_minute.is_some() {
                     self.incr(&rpm, -1, 61_000).await;

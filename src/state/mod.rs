@@ -273,6 +273,11 @@ pub(crate) fn admission_keys(a: &Admission, now_ms: i64) -> [String; 3] {
     ]
 }
 
+/// A count as the counters' `i64`, saturating.
+pub(crate) fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Milliseconds until the current minute window ends.
 pub(crate) fn window_left_ms(now_ms: i64) -> u64 {
     (60_000 - now_ms.rem_euclid(60_000)) as u64
@@ -308,7 +313,7 @@ impl StateBackend {
             dispatch!(self, s => s.decr_floor(&keys[2]).await);
         }
         if let (Some(_), Some(actual)) = (a.tokens_per_minute, actual_tokens) {
-            let delta = actual as i64 - a.token_estimate as i64;
+            let delta = count(actual).saturating_sub(count(a.token_estimate));
             if delta != 0 {
                 self.incr(&keys[1], delta, 61_000).await;
             }

@@ -27,6 +27,7 @@ pub use sessions::SessionRow;
 pub use spend::KeySpend;
 pub use usage::{
     Bucket, Calls, ThrottleReason, UsagePoint, UsageQuery, UsageRow, UsageTotals, MAX_BUCKETS,
+    MAX_LIMIT,
 };
 
 /// File name of the embedded database inside `RELAY_DATA_DIR`.

@@ -134,7 +134,11 @@ impl Bucket {
     /// one `now` falls in.
     pub fn last(self, n: i64, now: i64) -> (i64, i64) {
         let w = self.millis();
-        (now.div_euclid(w) * w - (n - 1) * w, now + 1)
+        let now = clamp_ms(now);
+        (
+            now.div_euclid(w) * w - (n.clamp(1, MAX_BUCKETS) - 1) * w,
+            now + 1,
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -147,6 +151,57 @@ impl Bucket {
 
 /// Most buckets one series may span (a year of hours would be 8,760).
 pub const MAX_BUCKETS: i64 = 2_000;
+
+/// The earliest time a usage query may name: 2000-01-01T00:00:00Z.
+pub const EARLIEST_MS: i64 = 946_684_800_000;
+
+/// How far past now a usage query's range may reach.
+pub const FUTURE_SLACK_MS: i64 = 86_400_000;
+
+/// Most records one usage query returns.
+pub const MAX_LIMIT: i64 = 10_000;
+
+/// Times far outside any real range (about ±142,000 years) are pulled in
+/// before bucket arithmetic, so no client-supplied number can overflow it.
+/// The control plane refuses such values earlier ([`UsageQuery::check`]).
+fn clamp_ms(ms: i64) -> i64 {
+    ms.clamp(-(1 << 52), 1 << 52)
+}
+
+impl UsageQuery {
+    /// Checks what a client sent before anything computes with it: `from`
+    /// and `to` between 2000-01-01 and a day after `now_ms`, `from` not
+    /// after `to`, `limit` within 1..=[`MAX_LIMIT`]. The message says what
+    /// is allowed.
+    pub fn check(&self, now_ms: i64) -> Result<(), String> {
+        let latest = now_ms.saturating_add(FUTURE_SLACK_MS);
+        for (name, value) in [("from", self.from), ("to", self.to)] {
+            if let Some(v) = value {
+                if !(EARLIEST_MS..=latest).contains(&v) {
+                    return Err(format!(
+                        "`{name}` must be Unix milliseconds between {EARLIEST_MS} (2000-01-01) and \
+                         {latest} (a day from now); got {v}"
+                    ));
+                }
+            }
+        }
+        if let (Some(from), Some(to)) = (self.from, self.to) {
+            if from > to {
+                return Err(format!(
+                    "`from` ({from}) is after `to` ({to}); the range is [from, to)"
+                ));
+            }
+        }
+        if let Some(l) = self.limit {
+            if !(1..=MAX_LIMIT).contains(&l) {
+                return Err(format!(
+                    "`limit` must be between 1 and {MAX_LIMIT}; got {l}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// One bucket of a usage series: the calls whose `at` falls in
 /// `[start, start + bucket)` (UTC-aligned).
@@ -248,7 +303,7 @@ impl Store {
         String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
         i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     {
-        let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+        let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
         let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM usage_records"));
         Self::usage_filter(&mut qb, q);
         qb.push(" ORDER BY at DESC, id DESC LIMIT ")
@@ -319,8 +374,8 @@ impl Store {
         q: &UsageQuery,
     ) -> Result<Vec<UsagePoint>, StoreError> {
         let width = bucket.millis();
-        let to = q.to.unwrap_or_else(super::now_ms);
-        let from = q.from.unwrap_or_else(|| bucket.last(24, to - 1).0);
+        let to = clamp_ms(q.to.unwrap_or_else(super::now_ms));
+        let from = clamp_ms(q.from.unwrap_or_else(|| bucket.last(24, to - 1).0));
         if to <= from {
             return Ok(Vec::new());
         }
@@ -361,6 +416,7 @@ impl Store {
             }
             start += width;
         }
+        debug_assert!(out.len() as i64 <= MAX_BUCKETS);
         Ok(out)
     }
 }
@@ -516,6 +572,76 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((s[0].requests, s[0].errors), (201, 200));
+    }
+
+    #[test]
+    fn ranges_are_checked_before_any_arithmetic() {
+        let now = 1_764_000_000_000; // late 2025
+        let q = |from: Option<i64>, to: Option<i64>, limit: Option<i64>| UsageQuery {
+            from,
+            to,
+            limit,
+            ..UsageQuery::default()
+        };
+        assert!(q(None, None, None).check(now).is_ok());
+        assert!(q(
+            Some(EARLIEST_MS),
+            Some(now + FUTURE_SLACK_MS),
+            Some(MAX_LIMIT)
+        )
+        .check(now)
+        .is_ok());
+        assert!(q(Some(now), Some(now), Some(1)).check(now).is_ok());
+        for (bad, names) in [
+            (q(None, Some(i64::MAX), None), "`to`"),
+            (q(None, Some(i64::MIN), None), "`to`"),
+            (q(Some(EARLIEST_MS - 1), None, None), "`from`"),
+            (q(Some(now + FUTURE_SLACK_MS + 1), None, None), "`from`"),
+            (q(Some(-1), None, None), "`from`"),
+            (q(Some(now), Some(now - 1), None), "after `to`"),
+            (q(None, None, Some(0)), "`limit`"),
+            (q(None, None, Some(MAX_LIMIT + 1)), "`limit`"),
+            (q(None, None, Some(i64::MIN)), "`limit`"),
+        ] {
+            let err = bad.check(now).unwrap_err();
+            assert!(err.contains(names), "{err}");
+        }
+        // No overflow even at the extremes of `now`.
+        assert!(q(Some(EARLIEST_MS), None, None).check(i64::MAX).is_ok());
+    }
+
+    #[test]
+    fn bucket_arithmetic_cannot_overflow() {
+        for n in [i64::MIN, -1, 0, 1, i64::MAX] {
+            for now in [i64::MIN, 0, i64::MAX] {
+                let (from, to) = Bucket::Day.last(n, now);
+                assert!(from < to);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn series_of_extreme_ranges_stay_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(None, dir.path()).await.unwrap();
+        for (from, to) in [
+            (None, Some(i64::MAX)),
+            (Some(i64::MIN), Some(i64::MAX)),
+            (Some(i64::MIN), None),
+            (None, Some(i64::MIN)),
+            (Some(i64::MAX - 1), Some(i64::MAX)),
+        ] {
+            for bucket in [Bucket::Hour, Bucket::Day] {
+                let q = UsageQuery {
+                    from,
+                    to,
+                    ..UsageQuery::default()
+                };
+                let s = store.usage_series(bucket, &q).await.unwrap();
+                assert!(s.len() as i64 <= MAX_BUCKETS, "{from:?}..{to:?}");
+                assert!(s.windows(2).all(|w| w[0].start < w[1].start));
+            }
+        }
     }
 
     #[test]

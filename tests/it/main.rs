@@ -9,6 +9,7 @@ mod config_fixtures;
 mod control;
 mod dashboard;
 mod deploy;
+mod edge;
 mod failover;
 mod isolation;
 mod ledger;

@@ -38,6 +38,12 @@ const RELAY_VARS: &[&str] = &[
     "RELAY_SHUTDOWN_TIMEOUT",
     "RELAY_PROBE_URL",
     "RELAY_USAGE_RETENTION",
+    "RELAY_HEADER_TIMEOUT",
+    "RELAY_IDLE_TIMEOUT",
+    "RELAY_BODY_TIMEOUT",
+    "RELAY_MAX_CONNECTIONS",
+    "RELAY_CONTROL_MAX_CONNECTIONS",
+    "RELAY_BODY_BUDGET",
 ];
 
 /// A `relay` command with a clean environment.
