@@ -50,6 +50,8 @@ pub struct ServeSettings {
     pub shutdown_timeout: Duration,
     /// Usage records older than this are pruned; `None` keeps them.
     pub usage_retention: Option<Duration>,
+    /// Store lookups per second of keys missing from the key table.
+    pub key_lookup_rate: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +115,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     for w in &snap.warnings {
         tracing::warn!("{w}");
     }
-    tracing::info!(revision = %snap.revision, dir = %settings.config_dir.display(), "config loaded");
+    tracing::info!(revision = %snap.current_revision(), dir = %settings.config_dir.display(), "config loaded");
     let generated_admin = match settings.control_port {
         Some(_) => {
             http::session::first_boot(&settings.data_dir, settings.admin_token.as_ref(), &snap)?
@@ -137,6 +139,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     let lifecycle = Arc::new(Lifecycle::new());
     lifecycle.store_reached();
     let keys = Arc::new(KeyCache::load(store.clone()).await?);
+    keys.set_lookup_rate(settings.key_lookup_rate);
     let state_backend = StateBackend::open(settings.state_url.as_ref().map(|u| u.expose())).await?;
     tracing::info!(backend = state_backend.name(), "state backend ready");
     let breakers = Breakers::new(state_backend);

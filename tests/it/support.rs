@@ -38,6 +38,7 @@ const RELAY_VARS: &[&str] = &[
     "RELAY_SHUTDOWN_TIMEOUT",
     "RELAY_PROBE_URL",
     "RELAY_USAGE_RETENTION",
+    "RELAY_KEY_LOOKUP_RATE",
 ];
 
 /// A `relay` command with a clean environment.
@@ -159,6 +160,12 @@ impl RelayBuilder {
             self.expect_control = false;
         }
         self.cmd.env(k, v);
+        self
+    }
+
+    /// The working directory of `relay serve` (relative paths resolve there).
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.cmd.current_dir(dir);
         self
     }
 
