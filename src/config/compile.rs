@@ -830,8 +830,8 @@ fn resolve_key(k: &HostKeySpec, dir: &Path, secrets: SecretMode) -> KeyResolutio
             Err(why) => KeyResolution::Unavailable(
                 source,
                 format!(
-                    "key `{}`: {why}; it stays out of the pool until the file exists and holds the value (relay \
-                     watches the file and reloads by itself; mount the Secret there or fix `file:`)",
+                    "{why}; key `{}` stays out of the pool until the file holds the value (relay watches the file \
+                     and reloads by itself: mount the Secret there, or fix `file:`)",
                     k.name
                 ),
                 Some(Severity::Warning),

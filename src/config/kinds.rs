@@ -42,7 +42,7 @@ pub struct HostSpec {
     #[serde(default)]
     #[schemars(range(min = 1, max = 100))]
     pub max_keys_per_request: Option<u32>,
-    /// The pool of upstream credentials, each sealed or read from the environment.
+    /// The pool of upstream credentials, each sealed, or read from the environment or a file.
     pub keys: Vec<HostKeySpec>,
     /// Per-class breaker cooldowns for this host's keys.
     #[serde(default)]

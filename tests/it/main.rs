@@ -10,6 +10,7 @@ mod control;
 mod dashboard;
 mod deploy;
 mod failover;
+mod gitops;
 mod isolation;
 mod lifecycle;
 mod metrics;
