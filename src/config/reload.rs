@@ -149,7 +149,13 @@ impl ConfigHandle {
     pub fn watch_targets(&self) -> WatchTargets {
         WatchTargets {
             dir: self.dir.clone(),
-            key_files: self.current.load().key_files(),
+            key_files: self
+                .current
+                .load()
+                .key_files()
+                .iter()
+                .map(|k| watch_path(k))
+                .collect(),
             git: super::revision::git_paths(&self.dir),
         }
     }
@@ -242,6 +248,28 @@ impl ConfigHandle {
         });
         ReloadOutcome::Rejected { revision, problems }
     }
+}
+
+/// A key file's path as the watcher sees it: its directory resolved (so
+/// `config/../secrets/key` and symlinked mounts compare equal to event
+/// paths), or lexically normalised while the directory does not exist.
+fn watch_path(k: &Path) -> PathBuf {
+    if let (Some(dir), Some(name)) = (k.parent(), k.file_name()) {
+        if let Ok(dir) = dir.canonicalize() {
+            return dir.join(name);
+        }
+    }
+    let mut out = PathBuf::new();
+    for c in k.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Frees a replaced snapshot off the request path. Dropping a large snapshot

@@ -148,14 +148,14 @@ fn spawn_fs_watcher(
         }
     };
     let mut armed = Vec::new();
-    arm(&mut watcher, &targets, &handle, &mut armed);
+    arm(&mut watcher, &targets, &handle, &mut armed, true);
 
     tokio::spawn(async move {
         loop {
             let mut pending = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = rearm.notified() => {
-                    arm(&mut watcher, &targets, &handle, &mut armed);
+                    arm(&mut watcher, &targets, &handle, &mut armed, false);
                     continue;
                 }
                 ev = events.recv() => match ev { Some(p) => p, None => break },
@@ -175,8 +175,9 @@ fn spawn_fs_watcher(
                 }
             }
             // The directory may have been deleted and re-created, or be a
-            // symlink that was swapped: watch whatever is there now.
-            arm(&mut watcher, &targets, &handle, &mut armed);
+            // symlink that was swapped: watch whatever is there now (the
+            // reload that follows reads whatever changed meanwhile).
+            arm(&mut watcher, &targets, &handle, &mut armed, pending.config);
             // A reload re-checks the revision too.
             reloader.nudge(if pending.config {
                 Request::Reload { force: false }
@@ -217,11 +218,10 @@ fn classify(ev: &notify::Event, t: &WatchTargets) -> Pending {
         }
         // A key file, or its directory's entries (a Kubernetes Secret mount
         // swaps a `..data` symlink next to the file).
-        if t
-            .key_files
-            .iter()
-            .any(|k| k == path || k.parent().is_some_and(|d| path.parent() == Some(d)))
-        {
+        // Or a directory on the way to a key file that does not exist yet.
+        if t.key_files.iter().any(|k| {
+            k.starts_with(path) || k.parent().is_some_and(|d| path.parent() == Some(d))
+        }) {
             p.config = true;
         }
     }
@@ -241,41 +241,55 @@ fn is_head_move(path: &Path, git: &GitPaths) -> bool {
 /// Watches the directory recursively and its parent non-recursively, so that
 /// deleting, re-creating or re-pointing the directory itself is seen too;
 /// every key file's directory (or its nearest existing ancestor, so a file
-/// that appears later is seen); the git directory for HEAD moves. Watches
-/// are dropped and re-added each time: inotify resolves a symlink when a
-/// watch is added, so re-adding follows a swapped `current` link.
+/// that appears later is seen); the git directory for HEAD moves.
+///
+/// `full` drops and re-adds the directory's watches: inotify resolves a
+/// symlink when a watch is added, so re-adding follows a swapped `current`
+/// link. Only do it right before a reload: a change made while the watch is
+/// away is then still read by that reload. Otherwise (after a reload, on a
+/// HEAD move) only watches that are missing are added and stale ones removed.
 fn arm(
     watcher: &mut RecommendedWatcher,
     targets: &Mutex<WatchTargets>,
     handle: &ConfigHandle,
-    armed: &mut Vec<PathBuf>,
+    armed: &mut Vec<(PathBuf, RecursiveMode)>,
+    full: bool,
 ) {
     let t = handle.watch_targets();
-    for p in armed.drain(..) {
-        let _ = watcher.unwatch(&p);
-    }
-    let mut add = |p: &Path, mode: RecursiveMode, armed: &mut Vec<PathBuf>| {
-        match watcher.watch(p, mode) {
-            Ok(()) => armed.push(p.to_path_buf()),
-            Err(e) => tracing::debug!(error = %e, path = %p.display(), "not watchable yet"),
-        }
-    };
-    add(&t.dir, RecursiveMode::Recursive, armed);
+    let mut want: Vec<(PathBuf, RecursiveMode)> = vec![(t.dir.clone(), RecursiveMode::Recursive)];
     if let Some(parent) = t.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        add(parent, RecursiveMode::NonRecursive, armed);
+        want.push((parent.to_path_buf(), RecursiveMode::NonRecursive));
     }
     for k in &t.key_files {
-        let existing = k.ancestors().skip(1).find(|a| a.is_dir());
-        if let Some(d) = existing.filter(|d| !armed.iter().any(|a| a == d)) {
-            add(d, RecursiveMode::NonRecursive, armed);
+        if let Some(d) = k.ancestors().skip(1).find(|a| a.is_dir()) {
+            let d = d.canonicalize().unwrap_or_else(|_| d.to_path_buf());
+            want.push((d, RecursiveMode::NonRecursive));
         }
     }
     if let Some(git) = &t.git {
-        add(&git.git_dir, RecursiveMode::NonRecursive, armed);
-        if git.common_dir != git.git_dir {
-            add(&git.common_dir, RecursiveMode::NonRecursive, armed);
+        want.push((git.git_dir.clone(), RecursiveMode::NonRecursive));
+        want.push((git.common_dir.clone(), RecursiveMode::NonRecursive));
+        want.push((git.common_dir.join("refs"), RecursiveMode::Recursive));
+    }
+    want.dedup();
+    // notify drops every watch under a recursive one it removes: re-add
+    // those too.
+    let redo = |p: &Path| full && (p.starts_with(&t.dir) || Some(p) == t.dir.parent());
+    armed.retain(|(p, m)| {
+        let keep = want.contains(&(p.clone(), *m)) && !redo(p);
+        if !keep {
+            let _ = watcher.unwatch(p);
         }
-        add(&git.common_dir.join("refs"), RecursiveMode::Recursive, armed);
+        keep
+    });
+    for (p, m) in want {
+        if armed.iter().any(|(a, _)| *a == p) {
+            continue;
+        }
+        match watcher.watch(&p, m) {
+            Ok(()) => armed.push((p, m)),
+            Err(e) => tracing::debug!(error = %e, path = %p.display(), "not watchable yet"),
+        }
     }
     *targets.lock().unwrap_or_else(|e| e.into_inner()) = t;
 }
