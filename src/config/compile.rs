@@ -818,7 +818,11 @@ fn resolve_key(k: &HostKeySpec, dir: &Path, secrets: SecretMode) -> KeyResolutio
         let path = dir.join(file);
         let source = KeySource::File(path.clone());
         if offline {
-            return KeyResolution::Unavailable(source, "not read (offline validation)".into(), None);
+            return KeyResolution::Unavailable(
+                source,
+                "not read (offline validation)".into(),
+                None,
+            );
         }
         let shown = if Path::new(file).is_absolute() {
             format!("key file {file}")
@@ -841,7 +845,11 @@ fn resolve_key(k: &HostKeySpec, dir: &Path, secrets: SecretMode) -> KeyResolutio
     if let Some(var) = &k.env {
         let source = KeySource::Env(var.clone());
         if offline {
-            return KeyResolution::Unavailable(source, "not read (offline validation)".into(), None);
+            return KeyResolution::Unavailable(
+                source,
+                "not read (offline validation)".into(),
+                None,
+            );
         }
         return match std::env::var(var) {
             Ok(v) if !v.is_empty() => KeyResolution::Ready(source, Secret::new(v)),
@@ -862,12 +870,20 @@ fn resolve_key(k: &HostKeySpec, dir: &Path, secrets: SecretMode) -> KeyResolutio
         Some(armored) => match secrets {
             SecretMode::Decrypt(master) => match unseal(master, armored) {
                 Ok(secret) => KeyResolution::Ready(KeySource::Sealed, secret),
-                Err(e) => KeyResolution::Unavailable(KeySource::Sealed, format!("key `{}`: {e}", k.name), Some(Severity::Error)),
+                Err(e) => KeyResolution::Unavailable(
+                    KeySource::Sealed,
+                    format!("key `{}`: {e}", k.name),
+                    Some(Severity::Error),
+                ),
             },
             SecretMode::CheckOnly | SecretMode::Offline => {
                 let t = armored.trim();
                 if t.ends_with("-----END AGE ENCRYPTED FILE-----") {
-                    KeyResolution::Unavailable(KeySource::Sealed, "not decrypted (validate without --decrypt)".into(), None)
+                    KeyResolution::Unavailable(
+                        KeySource::Sealed,
+                        "not decrypted (validate without --decrypt)".into(),
+                        None,
+                    )
                 } else {
                     KeyResolution::Unavailable(
                         KeySource::Sealed,
@@ -892,8 +908,7 @@ fn read_key_file(path: &Path, shown: &str) -> Result<Secret, String> {
         }
         Err(e) => return Err(format!("cannot read {shown}: {e}")),
     };
-    let mut text =
-        String::from_utf8(bytes).map_err(|_| format!("{shown} is not UTF-8 text"))?;
+    let mut text = String::from_utf8(bytes).map_err(|_| format!("{shown} is not UTF-8 text"))?;
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {

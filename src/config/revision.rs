@@ -46,9 +46,13 @@ impl Revision {
         };
         Revision {
             content_hash: self.content_hash.clone(),
-            git_revision: git_commit
-                .as_ref()
-                .map(|c| if dirty { format!("{c}-dirty") } else { c.clone() }),
+            git_revision: git_commit.as_ref().map(|c| {
+                if dirty {
+                    format!("{c}-dirty")
+                } else {
+                    c.clone()
+                }
+            }),
             git_commit,
             dirty,
         }

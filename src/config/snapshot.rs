@@ -85,7 +85,10 @@ impl Snapshot {
         self.hosts
             .iter()
             .flat_map(|h| {
-                let ready = h.keys.iter().map(|k| (k.name.as_str(), k.fingerprint.as_str()));
+                let ready = h
+                    .keys
+                    .iter()
+                    .map(|k| (k.name.as_str(), k.fingerprint.as_str()));
                 ready.chain(h.unavailable_keys.iter().map(|k| (k.name.as_str(), "")))
             })
             .collect()

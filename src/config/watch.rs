@@ -89,7 +89,8 @@ pub fn spawn(handle: Arc<ConfigHandle>, shutdown: CancellationToken) -> Reloader
                     }
                 }
                 Request::Revision => {
-                    if let Err(e) = tokio::task::spawn_blocking(move || h.recheck_revision()).await {
+                    if let Err(e) = tokio::task::spawn_blocking(move || h.recheck_revision()).await
+                    {
                         tracing::warn!(error = %e, "config revision check panicked");
                     }
                     None
@@ -219,9 +220,10 @@ fn classify(ev: &notify::Event, t: &WatchTargets) -> Pending {
         // A key file, or its directory's entries (a Kubernetes Secret mount
         // swaps a `..data` symlink next to the file).
         // Or a directory on the way to a key file that does not exist yet.
-        if t.key_files.iter().any(|k| {
-            k.starts_with(path) || k.parent().is_some_and(|d| path.parent() == Some(d))
-        }) {
+        if t.key_files
+            .iter()
+            .any(|k| k.starts_with(path) || k.parent().is_some_and(|d| path.parent() == Some(d)))
+        {
             p.config = true;
         }
     }

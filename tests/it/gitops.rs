@@ -200,10 +200,11 @@ async fn the_served_revision_is_the_commit_or_dirty() {
 
     // Deleting a committed config file is a difference too.
     cfg.remove("extra.yaml");
-    let s = relay
-        .wait_status("the deletion", |s| models(s) == 1)
-        .await;
-    assert_eq!(s["revision"]["git_revision"], format!("{c2}-dirty").as_str());
+    let s = relay.wait_status("the deletion", |s| models(s) == 1).await;
+    assert_eq!(
+        s["revision"]["git_revision"],
+        format!("{c2}-dirty").as_str()
+    );
 
     // A checkout of the first commit (what is on disk now) is clean at c1.
     git.run(&["stash", "-q", "--include-untracked"]);
@@ -248,7 +249,11 @@ async fn a_rotated_key_file_is_used_without_restart() {
             .map(|r| r.headers["authorization"].to_str().unwrap().to_string())
     };
     assert_eq!(call().await.status(), 200);
-    assert_eq!(sent().as_deref(), Some("Bearer sk-first"), "one newline trimmed");
+    assert_eq!(
+        sent().as_deref(),
+        Some("Bearer sk-first"),
+        "one newline trimmed"
+    );
 
     // Rotate: the next calls use the new value, no restart, no SIGHUP.
     write(&key_file, "sk-second\n");
