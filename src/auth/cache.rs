@@ -361,3 +361,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn now() -> i64 {
     now_ms()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Bucket;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_lookup_bound_is_a_token_bucket() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(3);
+        b.at = t0;
+        assert!((0..3).all(|_| b.take(t0)), "a full burst");
+        assert!(!b.take(t0), "then nothing");
+        assert!(!b.take(t0 + Duration::from_millis(300)));
+        assert!(
+            b.take(t0 + Duration::from_millis(400)),
+            "one token per 1/3 s"
+        );
+        // Idle time banks at most one second's worth.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| b.take(later)).count(), 3);
+    }
+}

@@ -924,6 +924,73 @@ fn read_key_file(path: &Path, shown: &str) -> Result<Secret, String> {
 #[cfg(test)]
 mod tests {
     use super::{breaker_fingerprint, field_path, host_header, insecure_base_url, key_headers};
+    use super::{read_key_file, resolve_key, HostKeySpec, KeyResolution, SecretMode, Severity};
+    use std::path::Path;
+
+    #[test]
+    fn key_files_trim_one_newline_and_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |text: &str| {
+            let p = dir.path().join("k");
+            std::fs::write(&p, text).unwrap();
+            read_key_file(&p, "key file k").map(|s| s.expose().to_string())
+        };
+        assert_eq!(read("sk-1\n").unwrap(), "sk-1");
+        assert_eq!(read("sk-1\r\n").unwrap(), "sk-1");
+        assert_eq!(read("sk-1").unwrap(), "sk-1");
+        assert_eq!(read("sk-1\n\n").unwrap(), "sk-1\n", "only one newline");
+        assert_eq!(read("\n").unwrap_err(), "key file k is empty");
+        let missing = read_key_file(&dir.path().join("nope"), "key file nope").unwrap_err();
+        assert_eq!(missing, "key file nope does not exist");
+    }
+
+    #[test]
+    fn file_keys_resolve_against_the_config_dir_and_offline_skips_runtime_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("config")).unwrap();
+        std::fs::write(dir.path().join("secret"), "sk-file\n").unwrap();
+        let config = dir.path().join("config");
+        let spec = |env: Option<&str>, file: Option<&str>| HostKeySpec {
+            name: "k".into(),
+            age: None,
+            env: env.map(String::from),
+            file: file.map(String::from),
+        };
+        match resolve_key(
+            &spec(None, Some("../secret")),
+            &config,
+            SecretMode::CheckOnly,
+        ) {
+            KeyResolution::Ready(_, v) => assert_eq!(v.expose(), "sk-file"),
+            _ => panic!("relative file key not read"),
+        }
+        let missing = spec(None, Some("/surely/not/here"));
+        match resolve_key(&missing, &config, SecretMode::CheckOnly) {
+            KeyResolution::Unavailable(_, msg, Some(Severity::Warning)) => {
+                assert!(msg.contains("/surely/not/here does not exist"), "{msg}");
+                assert!(msg.contains("watches the file"), "{msg}");
+            }
+            _ => panic!("a missing file is a warning"),
+        }
+        let unset = spec(Some("RELAY_SURELY_UNSET_FOR_THIS_TEST"), None);
+        match resolve_key(&unset, &config, SecretMode::CheckOnly) {
+            KeyResolution::Unavailable(_, msg, Some(Severity::Warning)) => {
+                assert!(msg.contains("restart relay with"), "{msg}");
+                assert!(!msg.contains("relay reloads"), "{msg}");
+            }
+            _ => panic!("an unset variable is a warning"),
+        }
+        for k in [missing, unset] {
+            assert!(matches!(
+                resolve_key(&k, Path::new("."), SecretMode::Offline),
+                KeyResolution::Unavailable(_, _, None)
+            ));
+        }
+        assert!(matches!(
+            resolve_key(&spec(Some("A"), Some("b")), &config, SecretMode::CheckOnly),
+            KeyResolution::Invalid(_)
+        ));
+    }
     use crate::secrets::Secret;
 
     #[test]

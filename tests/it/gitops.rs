@@ -175,6 +175,17 @@ async fn the_served_revision_is_the_commit_or_dirty() {
             .any(|l| l.starts_with("relay_config_info{") && l.contains(&short_dirty)),
         "{m}"
     );
+    let page = relay
+        .http
+        .get(relay.control("/"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&format!("@{}-dirty", &c1[..12])), "{html}");
+    assert!(html.contains("uncommitted changes"), "{html}");
     let applied = s["reloads_applied"].clone();
 
     // Committing it: the new commit, clean, with no change to the config
