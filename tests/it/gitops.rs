@@ -25,7 +25,8 @@ fn write(path: &Path, text: &str) {
 
 /// Points `link` at `target` atomically (git-sync: new symlink, renamed over).
 fn swap_symlink(target: &str, link: &Path) {
-    let tmp = link.with_extension("swap~");
+    let name = link.file_name().unwrap().to_str().unwrap();
+    let tmp = link.with_file_name(format!("{name}_tmp"));
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp).unwrap();
     std::fs::rename(&tmp, link).unwrap();
@@ -436,5 +437,57 @@ async fn a_key_minted_on_one_replica_works_on_another_at_once() {
         assert_eq!(st, 503, "a genuine key got a false {st}");
         assert!(t.elapsed() < Duration::from_secs(3));
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_kubernetes_secret_update_rotates_a_file_key() {
+    // A mounted Secret: `openai-key -> ..data/openai-key`, `..data ->
+    // ..2026_a`; an update writes `..2026_b`, renames a new `..data` over the
+    // old one and removes `..2026_a`. The key file's own path never changes.
+    let mock = crate::mock_upstream::MockUpstream::start().await;
+    let cfg = TempConfig::new(&[]);
+    let mount = cfg.root.path().join("providers");
+    let version = |name: &str, value: &str| {
+        std::fs::create_dir_all(mount.join(name)).unwrap();
+        std::fs::write(mount.join(name).join("openai-key"), value).unwrap();
+    };
+    version("..2026_a", "sk-a");
+    std::os::unix::fs::symlink("..2026_a", mount.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/openai-key", mount.join("openai-key")).unwrap();
+    let config = mock_config(&mock.base_url()).replace(
+        "  - name: primary\n    env: RELAY_TEST_OPENAI_KEY",
+        &format!(
+            "  - name: primary\n    file: {}",
+            mount.join("openai-key").display()
+        ),
+    );
+    cfg.write("all.yaml", &config);
+    let (_, key) = mint_key(&cfg.data_dir(), &Db::Sqlite, "default");
+    let relay = RelayBuilder::new(&cfg.dir(), &cfg.data_dir())
+        .env("RELAY_TEST_ANTHROPIC_KEY", "sk-upstream-anthropic")
+        .start();
+    let sent = || async {
+        let r = relay
+            .http
+            .post(relay.data("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let last = mock.requests().last().unwrap().headers["authorization"].clone();
+        last.to_str().unwrap().to_string()
+    };
+    assert_eq!(sent().await, "Bearer sk-a");
+
+    version("..2026_b", "sk-b");
+    swap_symlink("..2026_b", &mount.join("..data"));
+    std::fs::remove_dir_all(mount.join("..2026_a")).unwrap();
+    let t = Instant::now();
+    while sent().await != "Bearer sk-b" {
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", relay.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
