@@ -56,6 +56,8 @@ pub struct ServeSettings {
     pub control_limits: http::conn::ConnLimits,
     /// Bytes of request bodies the data plane holds at once.
     pub body_budget: usize,
+    /// Store lookups per second of keys missing from the key table.
+    pub key_lookup_rate: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +121,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     for w in &snap.warnings {
         tracing::warn!("{w}");
     }
-    tracing::info!(revision = %snap.revision, dir = %settings.config_dir.display(), "config loaded");
+    tracing::info!(revision = %snap.current_revision(), dir = %settings.config_dir.display(), "config loaded");
     let generated_admin = match settings.control_port {
         Some(_) => {
             http::session::first_boot(&settings.data_dir, settings.admin_token.as_ref(), &snap)?
@@ -143,6 +145,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     let lifecycle = Arc::new(Lifecycle::new());
     lifecycle.store_reached();
     let keys = Arc::new(KeyCache::load(store.clone()).await?);
+    keys.set_lookup_rate(settings.key_lookup_rate);
     let state_backend = StateBackend::open(settings.state_url.as_ref().map(|u| u.expose())).await?;
     tracing::info!(backend = state_backend.name(), "state backend ready");
     let breakers = Breakers::new(state_backend);

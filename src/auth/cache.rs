@@ -6,10 +6,18 @@
 //! store's `key_epoch` every 250 ms and reloads the table when any process
 //! (another replica, the `relay keys` CLI) changed a key, so disabling or
 //! deleting a key takes effect everywhere within a second.
+//!
+//! A key minted on another replica is in the store before this table has
+//! polled it in, so a well-formed key (valid checksum) missing from the table
+//! is looked up in the store before it is refused: one query per key however
+//! many requests wait for it (single flight), a short negative cache for keys
+//! the store does not have, and a bounded rate of lookups (a token bucket)
+//! so a flood of well-formed fakes cannot turn into a flood of queries. Past
+//! the bound the caller is told to retry (503), not that the key is wrong.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
@@ -20,6 +28,12 @@ use crate::store::{now_ms, KeyRow, Store, StoreError};
 
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 const LAST_USED_FLUSH: Duration = Duration::from_secs(5);
+/// How long "not in the store" is believed for a key.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(1);
+/// Most keys remembered as absent; past it the oldest half is forgotten.
+const NEGATIVE_CAP: usize = 10_000;
+/// Default bound on store lookups of unknown keys, per second (also the burst).
+pub const DEFAULT_LOOKUP_RATE: u32 = 50;
 
 #[derive(Debug)]
 pub struct KeyEntry {
@@ -61,6 +75,67 @@ pub struct KeyCache {
     hasher: KeyHasher,
     epoch: AtomicI64,
     store: Store,
+    misses: Misses,
+}
+
+/// What a lookup of a key missing from the table found.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Found(Arc<KeyEntry>),
+    /// Not in the store either (or remembered as absent).
+    Absent,
+    /// The lookup rate bound was hit: try again in a second.
+    Limited,
+    /// The store could not be asked.
+    Failed,
+}
+
+/// What a miss cost, for the lookup metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissOutcome {
+    /// A store query was made (found, absent or failed).
+    Queried(&'static str),
+    /// Answered without a query: the negative cache, or the rate bound.
+    NotQueried(&'static str),
+}
+
+type Flight = Arc<tokio::sync::OnceCell<Lookup>>;
+
+/// State for keys missing from the table.
+struct Misses {
+    inflight: Mutex<FxHashMap<[u8; 32], Flight>>,
+    absent: Mutex<FxHashMap<[u8; 32], Instant>>,
+    bucket: Mutex<Bucket>,
+}
+
+/// A token bucket: `rate` tokens per second, at most `rate` banked.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Bucket {
+        let rate = f64::from(rate.max(1));
+        Bucket {
+            rate,
+            tokens: rate,
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl KeyCache {
@@ -71,6 +146,11 @@ impl KeyCache {
             hasher: KeyHasher::new(&pepper),
             epoch: AtomicI64::new(i64::MIN),
             store,
+            misses: Misses {
+                inflight: Mutex::default(),
+                absent: Mutex::default(),
+                bucket: Mutex::new(Bucket::new(DEFAULT_LOOKUP_RATE)),
+            },
         };
         cache.refresh().await?;
         Ok(cache)
@@ -80,10 +160,111 @@ impl KeyCache {
         &self.hasher
     }
 
-    /// The entry for a plaintext key, if one exists.
+    /// Bounds store lookups of keys missing from the table to `per_second`
+    /// (also the burst).
+    pub fn set_lookup_rate(&self, per_second: u32) {
+        *lock(&self.misses.bucket) = Bucket::new(per_second);
+    }
+
+    /// The entry for a plaintext key, if the table has it.
     pub fn lookup(&self, plaintext: &str) -> Option<Arc<KeyEntry>> {
         let hash = self.hasher.hash(plaintext);
         self.table.load().get(&hash).cloned()
+    }
+
+    /// The entry for a plaintext key: the table, else the store (see the
+    /// module docs). Call only for well-formed keys: the checksum is what
+    /// keeps typos and garbage from costing a query.
+    pub async fn find(&self, plaintext: &str) -> (Lookup, Option<MissOutcome>) {
+        let hash = self.hasher.hash(plaintext);
+        if let Some(e) = self.table.load().get(&hash) {
+            return (Lookup::Found(e.clone()), None);
+        }
+        let now = Instant::now();
+        {
+            let mut absent = lock(&self.misses.absent);
+            match absent.get(&hash) {
+                Some(until) if *until > now => {
+                    return (Lookup::Absent, Some(MissOutcome::NotQueried("cached")))
+                }
+                Some(_) => {
+                    absent.remove(&hash);
+                }
+                None => {}
+            }
+        }
+        // Join the lookup already running for this key, or start one.
+        let flight = {
+            let mut inflight = lock(&self.misses.inflight);
+            match inflight.get(&hash) {
+                Some(f) => f.clone(),
+                None => {
+                    if !lock(&self.misses.bucket).take(now) {
+                        return (Lookup::Limited, Some(MissOutcome::NotQueried("limited")));
+                    }
+                    let f = Flight::default();
+                    inflight.insert(hash, f.clone());
+                    f
+                }
+            }
+        };
+        // Every waiter can run the query, but only one does: a waiter takes
+        // over if the request that started it goes away mid-query.
+        let mut queried = false;
+        let found = flight
+            .get_or_init(|| {
+                queried = true;
+                self.fetch(&hash)
+            })
+            .await
+            .clone();
+        {
+            let mut inflight = lock(&self.misses.inflight);
+            if inflight.get(&hash).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                inflight.remove(&hash);
+            }
+        }
+        if !queried {
+            return (found, None);
+        }
+        let outcome = match &found {
+            Lookup::Found(_) => "found",
+            Lookup::Absent => "absent",
+            _ => "error",
+        };
+        (found, Some(MissOutcome::Queried(outcome)))
+    }
+
+    async fn fetch(&self, hash: &[u8; 32]) -> Lookup {
+        match self.store.key_by_hash(hash).await {
+            Ok(Some(row)) => {
+                let entry = Arc::new(KeyEntry::from_row(row));
+                // Into the table until the next refresh rebuilds it (which
+                // will have it too: minting moved the epoch).
+                self.table.rcu(|t| {
+                    let mut t = Table::clone(t);
+                    t.insert(*hash, entry.clone());
+                    t
+                });
+                Lookup::Found(entry)
+            }
+            Ok(None) => {
+                let mut absent = lock(&self.misses.absent);
+                if absent.len() >= NEGATIVE_CAP {
+                    let now = Instant::now();
+                    absent.retain(|_, until| *until > now);
+                    if absent.len() >= NEGATIVE_CAP {
+                        absent.clear();
+                    }
+                }
+                absent.insert(*hash, Instant::now() + NEGATIVE_TTL);
+                Lookup::Absent
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up a relay key in the store");
+                Lookup::Failed
+            }
+        }
     }
 
     /// Reloads the table if the store's epoch moved.
@@ -172,7 +353,34 @@ impl KeyCache {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Unix milliseconds now; re-exported for callers of `mark_used`.
 pub fn now() -> i64 {
     now_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bucket;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_lookup_bound_is_a_token_bucket() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(3);
+        b.at = t0;
+        assert!((0..3).all(|_| b.take(t0)), "a full burst");
+        assert!(!b.take(t0), "then nothing");
+        assert!(!b.take(t0 + Duration::from_millis(300)));
+        assert!(
+            b.take(t0 + Duration::from_millis(400)),
+            "one token per 1/3 s"
+        );
+        // Idle time banks at most one second's worth.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| b.take(later)).count(), 3);
+    }
 }

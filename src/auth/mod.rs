@@ -8,9 +8,10 @@ pub mod password;
 
 use std::sync::Arc;
 
-pub use cache::{KeyCache, KeyEntry};
+pub use cache::{KeyCache, KeyEntry, Lookup, MissOutcome};
 
-/// Why a presented relay key was refused (all 401).
+/// Why a presented relay key was refused (401, except the 503s: the key
+/// could not be checked, which says nothing about the key).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("missing relay key: send the header `Authorization: Bearer <relay-key>`")]
@@ -26,6 +27,13 @@ pub enum AuthError {
     Disabled,
     #[error("relay key expired; mint a new one")]
     Expired,
+    /// A well-formed key missing from the in-memory table could not be
+    /// looked up now: too many unknown keys at once, or the store failed.
+    #[error(
+        "relay key not checked: it is not among the keys this replica knows yet and the key store cannot be asked \
+         right now; retry in a second"
+    )]
+    LookupUnavailable,
 }
 
 impl AuthError {
@@ -35,16 +43,33 @@ impl AuthError {
             AuthError::Malformed | AuthError::Unknown => "invalid_api_key",
             AuthError::Disabled => "api_key_disabled",
             AuthError::Expired => "api_key_expired",
+            AuthError::LookupUnavailable => "key_lookup_unavailable",
         }
+    }
+
+    /// The HTTP status: 401, or 503 when the key could not be checked.
+    pub fn status(&self) -> u16 {
+        match self {
+            AuthError::LookupUnavailable => 503,
+            _ => 401,
+        }
+    }
+
+    /// Seconds after which trying again can work (503s only).
+    pub fn retry_after_s(&self) -> Option<u64> {
+        matches!(self, AuthError::LookupUnavailable).then_some(1)
     }
 }
 
-/// Checks a presented key against the table: shape and checksum first (no
-/// lookup for typos), then one hash-map probe.
-pub fn authenticate(
+/// Checks a presented key: shape and checksum first (no lookup for typos),
+/// then one hash-map probe; a well-formed key the table lacks is looked up
+/// in the store (a key minted on another replica a moment ago). `on_miss`
+/// hears what a miss cost (for the lookup metric).
+pub async fn authenticate(
     cache: &KeyCache,
     presented: Option<&str>,
     now_ms: i64,
+    on_miss: impl FnOnce(MissOutcome),
 ) -> Result<Arc<KeyEntry>, AuthError> {
     let key = presented
         .map(str::trim)
@@ -53,7 +78,15 @@ pub fn authenticate(
     if !key::is_well_formed(key) {
         return Err(AuthError::Malformed);
     }
-    let entry = cache.lookup(key).ok_or(AuthError::Unknown)?;
+    let (found, miss) = cache.find(key).await;
+    if let Some(m) = miss {
+        on_miss(m);
+    }
+    let entry = match found {
+        Lookup::Found(e) => e,
+        Lookup::Absent => return Err(AuthError::Unknown),
+        Lookup::Limited | Lookup::Failed => return Err(AuthError::LookupUnavailable),
+    };
     if !entry.enabled {
         return Err(AuthError::Disabled);
     }

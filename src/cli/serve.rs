@@ -66,6 +66,11 @@ pub struct ServeArgs {
     /// budget period a policy uses (raised, with a warning).
     #[arg(long, env = "RELAY_USAGE_RETENTION", value_parser = humantime::parse_duration)]
     pub usage_retention: Option<Duration>,
+    /// Most store lookups per second of relay keys this replica does not
+    /// know yet (minted on another replica a moment ago); also the burst.
+    /// Past it such keys get 503 with `retry-after: 1`, never a false 401.
+    #[arg(long, env = "RELAY_KEY_LOOKUP_RATE", default_value_t = crate::auth::cache::DEFAULT_LOOKUP_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub key_lookup_rate: u32,
     /// Comma-separated address ranges (`10.0.0.0/8,fd00::/8`) of load
     /// balancers whose `Forwarded` / `X-Forwarded-For` headers name the
     /// client on the control plane (login limits, logs). Default: none —
@@ -195,6 +200,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             max_connections: args.control_max_connections,
         },
         body_budget: args.body_budget,
+        key_lookup_rate: args.key_lookup_rate,
     };
     let config_dir = settings.config_dir.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

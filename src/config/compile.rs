@@ -4,7 +4,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -28,6 +28,8 @@ pub enum SecretMode<'a> {
     CheckOnly,
     /// Decrypt every sealed value (`serve`, `validate --decrypt`).
     Decrypt(&'a MasterKey),
+    /// Offline: like CheckOnly, but runtime-only sources (env variables, files) are not required to exist.
+    Offline,
 }
 
 /// A typed document with the location data problems need.
@@ -54,6 +56,8 @@ impl Rejected {
 
 #[derive(Default)]
 pub struct Documents {
+    /// The config directory: `file:` key sources are relative to it.
+    pub dir: PathBuf,
     pub rejected: Rejected,
     pub hosts: Vec<Located<HostSpec>>,
     pub models: Vec<Located<ModelSpec>>,
@@ -179,7 +183,7 @@ pub fn compile(
     let mut hosts: Vec<Host> = docs
         .hosts
         .iter()
-        .map(|d| compile_host(d, secrets, &mut rep))
+        .map(|d| compile_host(d, &docs.dir, secrets, &mut rep))
         .collect();
     // One redactor for the whole snapshot: an upstream may echo any key.
     let redactor = Arc::new(Redactor::new(
@@ -356,6 +360,7 @@ pub fn compile(
         .collect();
 
     Snapshot {
+        served: arc_swap::ArcSwap::from_pointee(revision.clone()),
         revision,
         loaded_at: SystemTime::now(),
         hosts,
@@ -364,6 +369,7 @@ pub fn compile(
         policies,
         users,
         warnings: Vec::new(),
+        files: Default::default(),
         model_index,
         host_index,
         policy_index,
@@ -522,10 +528,15 @@ fn suggest<'a>(word: &str, names: impl Iterator<Item = &'a Box<str>> + Clone) ->
     format!("; defined: {}", known.join(", "))
 }
 
-fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) -> Host {
+fn compile_host(
+    d: &Located<HostSpec>,
+    dir: &Path,
+    secrets: SecretMode,
+    rep: &mut Reporter,
+) -> Host {
     let h = &d.spec;
     if h.keys.is_empty() {
-        let msg = "host has no keys; add at least one under `keys:` (`env: VAR` or a sealed `age:` value)".to_string();
+        let msg = "host has no keys; add at least one under `keys:` (`env: VAR`, `file: PATH` or a sealed `age:` value)".to_string();
         rep.at(d, Kind::Host, &h.name, "/keys", Severity::Error, msg);
     }
     // Credentials or a query in the URL would be repeated into logs and
@@ -571,7 +582,7 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
                 msg,
             );
         }
-        match resolve_key(k, secrets) {
+        match resolve_key(k, dir, secrets) {
             KeyResolution::Ready(source, secret) => match key_headers(&secret) {
                 Some(auth) => keys.push(HostKey {
                     name: k.name.clone(),
@@ -592,10 +603,10 @@ fn compile_host(d: &Located<HostSpec>, secrets: SecretMode, rep: &mut Reporter) 
             },
             KeyResolution::Unavailable(source, reason, sev) => {
                 if let Some(sev) = sev {
-                    let field = if matches!(source, KeySource::Env(_)) {
-                        "env"
-                    } else {
-                        "age"
+                    let field = match source {
+                        KeySource::Env(_) => "env",
+                        KeySource::File(_) => "file",
+                        KeySource::Sealed => "age",
                     };
                     rep.at(
                         d,
@@ -837,34 +848,96 @@ enum KeyResolution {
     Invalid(String),
 }
 
-fn resolve_key(k: &HostKeySpec, secrets: SecretMode) -> KeyResolution {
-    match (&k.age, &k.env) {
-        (Some(_), Some(_)) => KeyResolution::Invalid(
-            "a key takes exactly one of `age:` (sealed value) or `env:` (variable name), not both".into(),
-        ),
-        (None, None) => KeyResolution::Invalid(
-            "a key needs a value source: `age:` with a value sealed by `relay secret encrypt`, or `env: VAR`".into(),
-        ),
-        (None, Some(var)) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => KeyResolution::Ready(KeySource::Env(var.clone()), Secret::new(v)),
-            _ => KeyResolution::Unavailable(
-                KeySource::Env(var.clone()),
+fn resolve_key(k: &HostKeySpec, dir: &Path, secrets: SecretMode) -> KeyResolution {
+    let sources = [k.age.is_some(), k.env.is_some(), k.file.is_some()];
+    match sources.iter().filter(|s| **s).count() {
+        0 => {
+            return KeyResolution::Invalid(
+                "a key needs a value source: `age:` with a value sealed by `relay secret encrypt`, `env: VAR` or \
+                 `file: PATH` (e.g. a mounted Kubernetes Secret)"
+                    .into(),
+            )
+        }
+        1 => {}
+        _ => {
+            return KeyResolution::Invalid(
+                "a key takes exactly one of `age:` (sealed value), `env:` (variable name) or `file:` (path), not \
+                 several"
+                    .into(),
+            )
+        }
+    }
+    let offline = matches!(secrets, SecretMode::Offline);
+    if let Some(file) = &k.file {
+        let path = dir.join(file);
+        let source = KeySource::File(path.clone());
+        if offline {
+            return KeyResolution::Unavailable(
+                source,
+                "not read (offline validation)".into(),
+                None,
+            );
+        }
+        let shown = if Path::new(file).is_absolute() {
+            format!("key file {file}")
+        } else {
+            format!("key file {file} (relative to the config directory)")
+        };
+        return match read_key_file(&path, &shown) {
+            Ok(v) => KeyResolution::Ready(source, v),
+            Err(why) => KeyResolution::Unavailable(
+                source,
                 format!(
-                    "environment variable {var} is not set; key `{}` stays out of the pool until it is set and relay reloads",
+                    "{why}; key `{}` stays out of the pool until the file holds the value (relay watches the file \
+                     and reloads by itself: mount the Secret there, or fix `file:`)",
                     k.name
                 ),
                 Some(Severity::Warning),
             ),
-        },
-        (Some(armored), None) => match secrets {
+        };
+    }
+    if let Some(var) = &k.env {
+        let source = KeySource::Env(var.clone());
+        if offline {
+            return KeyResolution::Unavailable(
+                source,
+                "not read (offline validation)".into(),
+                None,
+            );
+        }
+        return match std::env::var(var) {
+            Ok(v) if !v.is_empty() => KeyResolution::Ready(source, Secret::new(v)),
+            _ => KeyResolution::Unavailable(
+                source,
+                format!(
+                    "environment variable {var} is not set; key `{}` stays out of the pool. A running relay cannot \
+                     see a variable set later: restart relay with {var} set, or use `file:` (a mounted Secret) to \
+                     rotate keys without a restart",
+                    k.name
+                ),
+                Some(Severity::Warning),
+            ),
+        };
+    }
+    match &k.age {
+        None => KeyResolution::Invalid("a key needs a value source".into()),
+        Some(armored) => match secrets {
             SecretMode::Decrypt(master) => match unseal(master, armored) {
                 Ok(secret) => KeyResolution::Ready(KeySource::Sealed, secret),
-                Err(e) => KeyResolution::Unavailable(KeySource::Sealed, format!("key `{}`: {e}", k.name), Some(Severity::Error)),
+                Err(e) => KeyResolution::Unavailable(
+                    KeySource::Sealed,
+                    format!("key `{}`: {e}", k.name),
+                    Some(Severity::Error),
+                ),
             },
-            SecretMode::CheckOnly => {
+            SecretMode::CheckOnly | SecretMode::Offline => {
                 let t = armored.trim();
                 if t.ends_with("-----END AGE ENCRYPTED FILE-----") {
-                    KeyResolution::Unavailable(KeySource::Sealed, "not decrypted (validate without --decrypt)".into(), None)
+                    KeyResolution::Unavailable(
+                        KeySource::Sealed,
+                        "not decrypted (validate without --decrypt)".into(),
+                        None,
+                    )
                 } else {
                     KeyResolution::Unavailable(
                         KeySource::Sealed,
@@ -879,9 +952,99 @@ fn resolve_key(k: &HostKeySpec, secrets: SecretMode) -> KeyResolution {
     }
 }
 
+/// A key file's value: one trailing newline trimmed (`echo` and most
+/// editors add one; a Kubernetes Secret holds the bytes as given).
+fn read_key_file(path: &Path, shown: &str) -> Result<Secret, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("{shown} does not exist"))
+        }
+        Err(e) => return Err(format!("cannot read {shown}: {e}")),
+    };
+    let mut text = String::from_utf8(bytes).map_err(|_| format!("{shown} is not UTF-8 text"))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    if text.is_empty() {
+        return Err(format!("{shown} is empty"));
+    }
+    Ok(Secret::new(text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{breaker_fingerprint, field_path, host_header, insecure_base_url, key_headers};
+    use super::{read_key_file, resolve_key, HostKeySpec, KeyResolution, SecretMode, Severity};
+    use std::path::Path;
+
+    #[test]
+    fn key_files_trim_one_newline_and_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |text: &str| {
+            let p = dir.path().join("k");
+            std::fs::write(&p, text).unwrap();
+            read_key_file(&p, "key file k").map(|s| s.expose().to_string())
+        };
+        assert_eq!(read("sk-1\n").unwrap(), "sk-1");
+        assert_eq!(read("sk-1\r\n").unwrap(), "sk-1");
+        assert_eq!(read("sk-1").unwrap(), "sk-1");
+        assert_eq!(read("sk-1\n\n").unwrap(), "sk-1\n", "only one newline");
+        assert_eq!(read("\n").unwrap_err(), "key file k is empty");
+        let missing = read_key_file(&dir.path().join("nope"), "key file nope").unwrap_err();
+        assert_eq!(missing, "key file nope does not exist");
+    }
+
+    #[test]
+    fn file_keys_resolve_against_the_config_dir_and_offline_skips_runtime_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("config")).unwrap();
+        std::fs::write(dir.path().join("secret"), "sk-file\n").unwrap();
+        let config = dir.path().join("config");
+        let spec = |env: Option<&str>, file: Option<&str>| HostKeySpec {
+            name: "k".into(),
+            age: None,
+            env: env.map(String::from),
+            file: file.map(String::from),
+        };
+        match resolve_key(
+            &spec(None, Some("../secret")),
+            &config,
+            SecretMode::CheckOnly,
+        ) {
+            KeyResolution::Ready(_, v) => assert_eq!(v.expose(), "sk-file"),
+            _ => panic!("relative file key not read"),
+        }
+        let missing = spec(None, Some("/surely/not/here"));
+        match resolve_key(&missing, &config, SecretMode::CheckOnly) {
+            KeyResolution::Unavailable(_, msg, Some(Severity::Warning)) => {
+                assert!(msg.contains("/surely/not/here does not exist"), "{msg}");
+                assert!(msg.contains("watches the file"), "{msg}");
+            }
+            _ => panic!("a missing file is a warning"),
+        }
+        let unset = spec(Some("RELAY_SURELY_UNSET_FOR_THIS_TEST"), None);
+        match resolve_key(&unset, &config, SecretMode::CheckOnly) {
+            KeyResolution::Unavailable(_, msg, Some(Severity::Warning)) => {
+                assert!(msg.contains("restart relay with"), "{msg}");
+                assert!(!msg.contains("relay reloads"), "{msg}");
+            }
+            _ => panic!("an unset variable is a warning"),
+        }
+        for k in [missing, unset] {
+            assert!(matches!(
+                resolve_key(&k, Path::new("."), SecretMode::Offline),
+                KeyResolution::Unavailable(_, _, None)
+            ));
+        }
+        assert!(matches!(
+            resolve_key(&spec(Some("A"), Some("b")), &config, SecretMode::CheckOnly),
+            KeyResolution::Invalid(_)
+        ));
+    }
     use crate::secrets::Secret;
 
     #[test]

@@ -42,7 +42,7 @@ pub struct HostSpec {
     #[serde(default)]
     #[schemars(range(min = 1, max = 100))]
     pub max_keys_per_request: Option<u32>,
-    /// The pool of upstream credentials, each sealed or read from the environment.
+    /// The pool of upstream credentials, each sealed, or read from the environment or a file.
     pub keys: Vec<HostKeySpec>,
     /// Per-class breaker cooldowns for this host's keys.
     #[serde(default)]
@@ -68,8 +68,8 @@ pub enum Selection {
     LeastRecentlyUsed,
 }
 
-/// One upstream credential. Exactly one of `age` or `env` must be given; a
-/// plaintext value is never accepted in the repository.
+/// One upstream credential. Exactly one of `age`, `env` or `file` must be
+/// given; a plaintext value is never accepted in the repository.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostKeySpec {
@@ -79,10 +79,18 @@ pub struct HostKeySpec {
     #[serde(default)]
     #[schemars(regex(pattern = r"^\s*-----BEGIN AGE ENCRYPTED FILE-----"))]
     pub age: Option<String>,
-    /// Name of an environment variable holding the value, read at load time.
+    /// Name of an environment variable holding the value, read at load time
+    /// (a running relay sees only the variables it was started with).
     #[serde(default)]
     #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
     pub env: Option<String>,
+    /// Path of a file holding the value (absolute, or relative to the config
+    /// directory), typically a mounted Kubernetes Secret. One trailing
+    /// newline is trimmed; the file is re-read on every reload and watched,
+    /// so rotating it needs no restart.
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    pub file: Option<String>,
 }
 
 /// Circuit-breaker tuning for a host's keys. Unset fields use the defaults.

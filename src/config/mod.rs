@@ -79,16 +79,23 @@ pub fn load_dir(dir: &Path, secrets: SecretMode) -> Result<Loaded, ConfigError> 
 
     let mut problems = Vec::new();
     let mut hasher = revision::ContentHasher::default();
-    let mut docs = Documents::default();
+    let mut docs = Documents {
+        dir: dir.to_path_buf(),
+        ..Documents::default()
+    };
+    let mut loaded_files = revision::LoadedFiles::new();
     for part in parts {
         for (rel, bytes) in &part.contents {
             hasher.file(rel, bytes);
+            if let Some(id) = revision::blob_id(bytes) {
+                loaded_files.insert(rel.clone(), id);
+            }
         }
         problems.extend(part.problems);
         docs.append(part.docs);
     }
 
-    let revision = hasher.finish(revision::git_commit(dir));
+    let revision = hasher.finish(revision::git_state(dir, &loaded_files));
     if files.is_empty() {
         problems.push(Problem {
             severity: Severity::Warning,
@@ -110,6 +117,7 @@ pub fn load_dir(dir: &Path, secrets: SecretMode) -> Result<Loaded, ConfigError> 
     let ok = !problems.iter().any(Problem::is_error);
     let snapshot = ok.then(|| {
         snapshot.warnings = problems.clone();
+        snapshot.files = loaded_files;
         snapshot
     });
     Ok(Loaded {

@@ -82,6 +82,14 @@ pub struct ReloadStatus {
     pub last_failed_reload: Option<FailedReload>,
 }
 
+/// Paths whose changes matter to the served config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchTargets {
+    pub dir: PathBuf,
+    pub key_files: Vec<PathBuf>,
+    pub git: Option<super::revision::GitPaths>,
+}
+
 pub struct ConfigHandle {
     current: ArcSwap<Snapshot>,
     status: Mutex<ReloadStatus>,
@@ -93,6 +101,11 @@ impl ConfigHandle {
     /// First load at startup: an invalid directory is an error the caller
     /// reports exactly as `relay validate` would.
     pub fn load(dir: &Path, master_key: Arc<MasterKey>) -> Result<Self, LoadFailure> {
+        // Absolute once, symlinks left alone: the watcher compares notify's
+        // absolute paths with it, and a symlinked directory (git-sync's
+        // `current`) must be followed to wherever it points next.
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let dir = dir.as_path();
         let loaded = load_dir(dir, SecretMode::Decrypt(&master_key))?;
         let Some(snapshot) = loaded.snapshot else {
             return Err(LoadFailure::Invalid(loaded.problems));
@@ -126,6 +139,44 @@ impl ConfigHandle {
         &self.dir
     }
 
+    /// The revision being served (content hash, commit, `-dirty`).
+    pub fn revision(&self) -> Arc<Revision> {
+        self.current.load().current_revision()
+    }
+
+    /// What the watcher must watch besides the directory: the live
+    /// snapshot's key files and the enclosing git repository.
+    pub fn watch_targets(&self) -> WatchTargets {
+        WatchTargets {
+            dir: self.dir.clone(),
+            key_files: self
+                .current
+                .load()
+                .key_files()
+                .iter()
+                .map(|k| watch_path(k))
+                .collect(),
+            git: super::revision::git_paths(&self.dir),
+        }
+    }
+
+    /// HEAD may have moved (a commit, a checkout): re-checks the served
+    /// files against the repository without re-reading or compiling the
+    /// config. Blocking (reads the repository).
+    pub fn recheck_revision(&self) -> bool {
+        let snap = self.current.load_full();
+        let git = super::revision::git_state(&self.dir, &snap.files);
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let revision = status.revision.with_git(git);
+        if revision == status.revision {
+            return false;
+        }
+        tracing::info!(%revision, previous = %status.revision, "config revision changed (git HEAD moved)");
+        snap.set_revision(revision.clone());
+        status.revision = revision;
+        true
+    }
+
     pub fn status(&self) -> ReloadStatus {
         self.status
             .lock()
@@ -143,9 +194,16 @@ impl ConfigHandle {
                 Some(snapshot) => {
                     let revision = snapshot.revision.clone();
                     status.last_attempt_failed = false;
-                    if !force && revision == status.revision {
+                    let same = revision.same_content(&status.revision)
+                        && snapshot.keys_digest() == self.current.load().keys_digest();
+                    if !force && same {
                         tracing::debug!(%revision, "config directory unchanged");
                         status.reloads_unchanged += 1;
+                        if revision != status.revision {
+                            tracing::info!(%revision, previous = %status.revision, "config revision changed");
+                            self.current.load().set_revision(revision.clone());
+                            status.revision = revision.clone();
+                        }
                         return ReloadOutcome::Unchanged { revision };
                     }
                     status.revision = revision.clone();
@@ -190,6 +248,28 @@ impl ConfigHandle {
         });
         ReloadOutcome::Rejected { revision, problems }
     }
+}
+
+/// A key file's path as the watcher sees it: its directory resolved (so
+/// `config/../secrets/key` and symlinked mounts compare equal to event
+/// paths), or lexically normalised while the directory does not exist.
+fn watch_path(k: &Path) -> PathBuf {
+    if let (Some(dir), Some(name)) = (k.parent(), k.file_name()) {
+        if let Ok(dir) = dir.canonicalize() {
+            return dir.join(name);
+        }
+    }
+    let mut out = PathBuf::new();
+    for c in k.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Frees a replaced snapshot off the request path. Dropping a large snapshot

@@ -4,9 +4,11 @@
 //! never mutated. All references are resolved to indices and every lookup the
 //! hot path needs is pre-indexed.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use globset::GlobSet;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -22,7 +24,12 @@ pub type BindingId = usize;
 
 #[derive(Debug)]
 pub struct Snapshot {
+    /// The revision at load time; what is served now is
+    /// [`Snapshot::current_revision`] (HEAD may have moved since).
     pub revision: Revision,
+    /// The revision as HEAD moves (a commit of the served content, a
+    /// checkout): updated without rebuilding the snapshot.
+    pub(super) served: ArcSwap<Revision>,
     pub loaded_at: SystemTime,
     pub hosts: Vec<Host>,
     pub models: Vec<Model>,
@@ -31,12 +38,62 @@ pub struct Snapshot {
     pub users: Vec<User>,
     /// Warnings found while loading (the snapshot is still valid).
     pub warnings: Vec<Problem>,
+    /// The files it was built from (relative path → git blob id): what the
+    /// served revision is checked against when HEAD moves.
+    pub files: super::revision::LoadedFiles,
     pub(super) model_index: FxHashMap<Box<str>, ModelId>,
     pub(super) host_index: FxHashMap<Box<str>, HostId>,
     pub(super) policy_index: FxHashMap<Box<str>, usize>,
 }
 
 impl Snapshot {
+    /// The revision being served: this content at the repository's current
+    /// HEAD (`<sha>` or `<sha>-dirty`).
+    pub fn current_revision(&self) -> Arc<Revision> {
+        self.served.load_full()
+    }
+
+    pub(super) fn set_revision(&self, revision: Revision) {
+        self.served.store(Arc::new(revision));
+    }
+
+    /// Files outside the YAML that this snapshot read (`file:` key sources):
+    /// watched so that a rotated key reloads.
+    pub fn key_files(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self
+            .hosts
+            .iter()
+            .flat_map(|h| {
+                let ready = h.keys.iter().map(|k| &k.source);
+                ready.chain(h.unavailable_keys.iter().map(|k| &k.source))
+            })
+            .filter_map(|s| match s {
+                KeySource::File(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Identifies the key values this snapshot holds (their breaker
+    /// fingerprints, never the values) and which keys are missing, so a
+    /// reload can tell that a key file or variable changed even when the
+    /// YAML did not.
+    pub fn keys_digest(&self) -> Vec<(&str, &str)> {
+        self.hosts
+            .iter()
+            .flat_map(|h| {
+                let ready = h
+                    .keys
+                    .iter()
+                    .map(|k| (k.name.as_str(), k.fingerprint.as_str()));
+                ready.chain(h.unavailable_keys.iter().map(|k| (k.name.as_str(), "")))
+            })
+            .collect()
+    }
+
     /// Resolves a model name or alias.
     pub fn model(&self, name_or_alias: &str) -> Option<&Model> {
         self.model_index
@@ -148,6 +205,9 @@ pub enum KeySource {
     Sealed,
     /// Read from this environment variable.
     Env(String),
+    /// Read from this file (absolute, or resolved against the config
+    /// directory) on every reload.
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -205,7 +205,7 @@ fn file_type_name(meta: &std::fs::Metadata) -> &'static str {
     }
 }
 
-fn is_yaml(path: &Path) -> bool {
+pub(crate) fn is_yaml(path: &Path) -> bool {
     matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")

@@ -142,6 +142,7 @@ fn source(s: &KeySource) -> Markup {
         @match s {
             KeySource::Sealed => { "sealed in the repository" }
             KeySource::Env(var) => { "environment " code { (var) } }
+            KeySource::File(path) => { "file " code { (path.display()) } }
         }
     }
 }

@@ -84,7 +84,7 @@ pub(crate) fn page(
                 }
                 footer {
                     "relay " (crate::VERSION)
-                    " · config " code { (snap.revision) }
+                    " · config " code { (snap.current_revision()) }
                     " · control plane"
                 }
             }
@@ -97,12 +97,16 @@ pub(crate) fn config_banner(snap: &Snapshot) -> Markup {
     html! {
         p.banner.readonly {
             "Configuration is managed in git at revision "
-            @match &snap.revision.git_commit {
+            @let revision = snap.current_revision();
+            @match &revision.git_commit {
                 Some(commit) => {
                     code title=(commit) { (&commit[..commit.len().min(12)]) }
-                    " (content " code { (snap.revision.content_hash) } ")"
+                    @if revision.dirty {
+                        " with uncommitted changes (" code { "-dirty" } ")"
+                    }
+                    " (content " code { (revision.content_hash) } ")"
                 }
-                None => { code { (snap.revision.content_hash) } " (content hash; the directory is not a git checkout)" }
+                None => { code { (revision.content_hash) } " (content hash; the directory is not a git checkout)" }
             }
             " — read-only here. Change the YAML in the repository; relay reloads it on its own."
         }

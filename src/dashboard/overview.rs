@@ -41,7 +41,7 @@ pub(crate) async fn page(
         section.cards {
             div.card {
                 h2 { "Config revision" }
-                p.big { code #revision { (snap.revision) } }
+                p.big { code #revision { (snap.current_revision()) } }
                 p.muted { "loaded " (status.loaded_at) }
                 p.muted { "from " code { (status.config_dir.display()) } }
             }
@@ -82,7 +82,7 @@ pub(crate) async fn page(
                 div class={ "alert " (if status.last_attempt_failed { "error" } else { "info" }) } {
                     @if status.last_attempt_failed {
                         p { strong { "The latest change was rejected" } " at " (failed.at)
-                            "; relay keeps serving revision " code { (snap.revision) } ". Fix these problems and push again:" }
+                            "; relay keeps serving revision " code { (snap.current_revision()) } ". Fix these problems and push again:" }
                     } @else {
                         p { "A change was rejected at " (failed.at) "; a later one was applied, so this is history:" }
                     }

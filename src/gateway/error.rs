@@ -123,7 +123,7 @@ fn period_name(p: crate::config::kinds::BudgetPeriod) -> &'static str {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         let code = match self {
-            GatewayError::Auth(_) => 401,
+            GatewayError::Auth(a) => a.status(),
             GatewayError::BadRequest(_) => 400,
             GatewayError::NotGranted { .. } | GatewayError::PolicyMissing { .. } => 403,
             GatewayError::UnknownModel { .. } | GatewayError::NoBinding { .. } => 404,
@@ -166,8 +166,16 @@ impl GatewayError {
             .iter()
             .map(|k| match &k.source {
                 KeySource::Env(var) => format!(
-                    "key `{}` needs environment variable {var}, which is not set",
+                    "key `{}` needs environment variable {var}, which was not set when relay started; restart \
+                     relay with {var} set, or move the key to `file:` (a mounted Secret) to rotate it without a \
+                     restart",
                     k.name
+                ),
+                KeySource::File(path) => format!(
+                    "key `{}` needs the file {}, which is missing or empty; put the value there (relay watches \
+                     the file and reloads by itself)",
+                    k.name,
+                    path.display()
                 ),
                 KeySource::Sealed => format!("key `{}`: {}", k.name, k.reason),
             })
@@ -175,10 +183,7 @@ impl GatewayError {
         let reason = if missing.is_empty() {
             "the host has no usable keys".to_string()
         } else {
-            format!(
-                "{}; set it and reload (SIGHUP or POST /api/config/reload)",
-                missing.join("; ")
-            )
+            missing.join("; ")
         };
         GatewayError::NoHealthyKeys {
             model: model.name.clone(),

@@ -199,9 +199,16 @@ impl Gateway {
         }
     }
 
-    /// Checks a presented relay key (401 on failure).
-    pub fn authenticate(&self, presented: Option<&str>) -> Result<Arc<KeyEntry>, GatewayError> {
-        auth::authenticate(&self.keys, presented, now_ms()).map_err(GatewayError::Auth)
+    /// Checks a presented relay key (401 on failure; 503 when a key missing
+    /// from the table cannot be looked up now).
+    pub async fn authenticate(
+        &self,
+        presented: Option<&str>,
+    ) -> Result<Arc<KeyEntry>, GatewayError> {
+        let metrics = &self.metrics;
+        auth::authenticate(&self.keys, presented, now_ms(), |m| metrics.key_lookup(m))
+            .await
+            .map_err(GatewayError::Auth)
     }
 
     /// Catalog models the key can reach: granted by its policy and routable.

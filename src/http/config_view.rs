@@ -118,7 +118,7 @@ pub fn render(
         .map(|u| json!({ "name": u.name, "role": u.role }))
         .collect();
     json!({
-        "revision": snap.revision,
+        "revision": snap.current_revision(),
         "status": status,
         "hosts": hosts,
         "models": models,

@@ -67,7 +67,7 @@ async fn version(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({
         "version": crate::VERSION,
         "git_sha": crate::GIT_SHA,
-        "config_revision": snap.revision,
+        "config_revision": snap.current_revision(),
     }))
 }
 

@@ -57,6 +57,7 @@ async fn inference(s: AppState, endpoint: Endpoint, req: Request) -> Response {
     let key = match s
         .gateway
         .authenticate(presented_key(&parts.headers, protocol))
+        .await
     {
         Ok(k) => k,
         Err(e) => return render_gateway_error(protocol, e),
@@ -105,6 +106,7 @@ async fn models(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let key = match s
         .gateway
         .authenticate(presented_key(&headers, Protocol::Anthropic))
+        .await
     {
         Ok(k) => k,
         Err(e) => return render_gateway_error(Protocol::OpenAi, e),
@@ -144,7 +146,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 /// Liveness plus a database round trip; 503 names the failing dependency.
 async fn healthz(State(s): State<AppState>) -> Response {
     let snap = s.config.snapshot();
-    let config = json!({ "revision": snap.revision, "loaded_at": crate::config::reload::timestamp(snap.loaded_at) });
+    let config = json!({ "revision": snap.current_revision(), "loaded_at": crate::config::reload::timestamp(snap.loaded_at) });
     let db = tokio::time::timeout(Duration::from_secs(2), s.store.ping()).await;
     let database = match &db {
         Ok(Ok(())) => json!({"status": "ok", "backend": s.store.backend()}),

@@ -125,6 +125,7 @@ pub fn render_gateway_error(client: Protocol, err: GatewayError) -> Response {
         GatewayError::RateLimited { retry_after_ms, .. }
         | GatewayError::BudgetExceeded { retry_after_ms, .. } => Some(*retry_after_ms),
         GatewayError::NoHealthyKeys { retry_after_ms, .. } => *retry_after_ms,
+        GatewayError::Auth(a) => a.retry_after_s().map(|s| s * 1000),
         _ => None,
     };
     if let Some(ms) = wait_ms {

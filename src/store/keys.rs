@@ -62,6 +62,15 @@ impl Store {
         Ok(with_pool!(self, p => sqlx::query_as::<_, KeyRow>(&sql).fetch_all(p).await)?)
     }
 
+    /// The key with this lookup hash: how a replica finds a key minted
+    /// elsewhere before its table has caught up.
+    pub async fn key_by_hash(&self, hash: &[u8]) -> Result<Option<KeyRow>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM relay_keys WHERE hash = $1");
+        Ok(
+            with_pool!(self, p => sqlx::query_as::<_, KeyRow>(&sql).bind(hash).fetch_optional(p).await)?,
+        )
+    }
+
     pub async fn get_key(&self, id: &str) -> Result<Option<KeyRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM relay_keys WHERE id = $1");
         Ok(

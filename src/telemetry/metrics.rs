@@ -115,6 +115,10 @@ pub mod names {
         "relay_config_last_reload_rejected",
         "1 when the most recent reload was rejected and the directory still differs from what is served",
     );
+    pub const KEY_LOOKUPS: Name = counter(
+        "relay_key_lookups",
+        "Relay keys with a valid checksum missing from the in-memory table, by outcome: found, absent or error (a store query was made), cached (known absent, no query) or limited (refused with 503: the lookup rate bound was hit)",
+    );
     pub const BUILD_INFO: Name = other(
         "relay_build_info",
         "The running build's version and git commit (always 1)",
@@ -131,6 +135,7 @@ pub mod names {
         CONFIG_RELOADS,
         CONFIG_INFO,
         CONFIG_LAST_RELOAD_REJECTED,
+        KEY_LOOKUPS,
         BUILD_INFO,
     ];
 }
@@ -323,6 +328,7 @@ pub struct Metrics {
     upstream_duration: Family<RouteLabels, LatencyHistogram>,
     tokens: Family<TokenLabels, Counter>,
     upstream_errors: Family<ErrorLabels, Counter>,
+    key_lookups: Family<OutcomeLabels, Counter>,
     routes: Table<Route>,
     keys: Table<KeyErrors>,
 }
@@ -354,7 +360,10 @@ impl Metrics {
             &names::UPSTREAM_ERRORS,
             upstream_errors.clone(),
         );
+        let key_lookups = Family::default();
+        register(&mut registry, &names::KEY_LOOKUPS, key_lookups.clone());
         Metrics {
+            key_lookups,
             registry,
             requests,
             duration,
@@ -457,6 +466,16 @@ impl Metrics {
         });
     }
 
+    /// A relay key missing from the in-memory table, and what it cost.
+    pub fn key_lookup(&self, miss: crate::auth::MissOutcome) {
+        let outcome = match miss {
+            crate::auth::MissOutcome::Queried(o) | crate::auth::MissOutcome::NotQueried(o) => o,
+        };
+        self.key_lookups
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
     /// The whole scrape: recorded metrics, then those observed now from the
     /// config handle and the breakers' state backend.
     pub async fn render(&self, config: &ConfigHandle, breakers: &Breakers) -> String {
@@ -524,7 +543,7 @@ async fn observe(config: &ConfigHandle, breakers: &Breakers) -> Registry {
 
     let info: Family<RevisionLabels, Gauge> = Family::default();
     info.get_or_create(&RevisionLabels {
-        revision: snap.revision.to_string(),
+        revision: snap.current_revision().to_string(),
     })
     .set(1);
     register(&mut registry, &names::CONFIG_INFO, info);

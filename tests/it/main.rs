@@ -11,6 +11,7 @@ mod dashboard;
 mod deploy;
 mod edge;
 mod failover;
+mod gitops;
 mod isolation;
 mod ledger;
 mod lifecycle;

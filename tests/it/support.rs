@@ -44,6 +44,7 @@ const RELAY_VARS: &[&str] = &[
     "RELAY_MAX_CONNECTIONS",
     "RELAY_CONTROL_MAX_CONNECTIONS",
     "RELAY_BODY_BUDGET",
+    "RELAY_KEY_LOOKUP_RATE",
 ];
 
 /// A `relay` command with a clean environment.
@@ -165,6 +166,12 @@ impl RelayBuilder {
             self.expect_control = false;
         }
         self.cmd.env(k, v);
+        self
+    }
+
+    /// The working directory of `relay serve` (relative paths resolve there).
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.cmd.current_dir(dir);
         self
     }
 
