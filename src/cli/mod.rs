@@ -2,6 +2,7 @@
 //! its own module and returns an exit code.
 
 mod breakers;
+mod control;
 mod keys;
 mod migrate;
 mod probe;

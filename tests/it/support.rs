@@ -38,6 +38,7 @@ const RELAY_VARS: &[&str] = &[
     "RELAY_SHUTDOWN_TIMEOUT",
     "RELAY_PROBE_URL",
     "RELAY_USAGE_RETENTION",
+    "RELAY_CONTROL_URL",
 ];
 
 /// A `relay` command with a clean environment.
