@@ -26,6 +26,9 @@ pub enum SecretMode<'a> {
     /// Check that sealed values are well-formed only (plain `validate`): the
     /// keys stay out of the resulting pool.
     CheckOnly,
+    /// Offline: like CheckOnly, but runtime-only sources (env variables,
+    /// files) are not required to exist (`validate --offline`, for CI).
+    Offline,
     /// Decrypt every sealed value (`serve`, `validate --decrypt`).
     Decrypt(&'a MasterKey),
 }
@@ -791,6 +794,11 @@ fn resolve_key(k: &HostKeySpec, secrets: SecretMode) -> KeyResolution {
         (None, None) => KeyResolution::Invalid(
             "a key needs a value source: `age:` with a value sealed by `relay secret encrypt`, or `env: VAR`".into(),
         ),
+        (None, Some(var)) if matches!(secrets, SecretMode::Offline) => KeyResolution::Unavailable(
+            KeySource::Env(var.clone()),
+            "not read (validate --offline)".into(),
+            None,
+        ),
         (None, Some(var)) => match std::env::var(var) {
             Ok(v) if !v.is_empty() => KeyResolution::Ready(KeySource::Env(var.clone()), Secret::new(v)),
             _ => KeyResolution::Unavailable(
@@ -807,7 +815,7 @@ fn resolve_key(k: &HostKeySpec, secrets: SecretMode) -> KeyResolution {
                 Ok(secret) => KeyResolution::Ready(KeySource::Sealed, secret),
                 Err(e) => KeyResolution::Unavailable(KeySource::Sealed, format!("key `{}`: {e}", k.name), Some(Severity::Error)),
             },
-            SecretMode::CheckOnly => {
+            SecretMode::CheckOnly | SecretMode::Offline => {
                 let t = armored.trim();
                 if t.ends_with("-----END AGE ENCRYPTED FILE-----") {
                     KeyResolution::Unavailable(KeySource::Sealed, "not decrypted (validate without --decrypt)".into(), None)

@@ -469,3 +469,95 @@ fn keys_cli_refuses_to_create_a_database_except_keys_create() {
         3
     );
 }
+
+/// Golden annotation output: a fixture's `github*.txt` is exactly what
+/// `relay validate --format github` prints for it, run from the catalogue
+/// root (so paths are relative to the working directory): `github.txt`
+/// plainly, `github-offline.txt` with `--offline`, `github-offline-strict.txt`
+/// with `--offline --strict`. The exit code follows `::error` lines.
+#[test]
+fn validate_github_annotations_match_the_golden_files() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config");
+    let mut checked = 0;
+    for case in std::fs::read_dir(&root).unwrap() {
+        let case = case.unwrap().path();
+        for (file, flags) in [
+            ("github.txt", &[][..]),
+            ("github-offline.txt", &["--offline"][..]),
+            ("github-offline-strict.txt", &["--offline", "--strict"][..]),
+        ] {
+            let Ok(expected) = std::fs::read_to_string(case.join(file)) else {
+                continue;
+            };
+            let name = case.file_name().unwrap().to_str().unwrap();
+            let out = relay()
+                .current_dir(&root)
+                .args(["validate", "--format", "github"])
+                .args(flags)
+                .arg(name)
+                .output()
+                .unwrap();
+            let got = String::from_utf8(out.stdout).unwrap();
+            assert_eq!(got, expected, "{name}/{file}");
+            let code = if expected.contains("::error ") { 1 } else { 0 };
+            assert_eq!(out.status.code(), Some(code), "{name}/{file}");
+            // Absolute paths below the working directory come out the same.
+            let abs = relay()
+                .current_dir(&root)
+                .args(["validate", "--format", "github"])
+                .args(flags)
+                .arg(root.join(name))
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8(abs.stdout).unwrap(),
+                expected,
+                "{name}/{file} (absolute)"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "golden annotation files went missing");
+}
+
+/// `--offline` does not require the variables keys read at run time, so
+/// `--strict` is usable in CI; a pattern that matches nothing still fails it.
+#[test]
+fn validate_offline_strict_ignores_runtime_variables_only() {
+    let cfg = TempConfig::new(&[("all.yaml", MINIMAL)]);
+    let run = |args: &[&str]| {
+        relay()
+            .arg("validate")
+            .args(args)
+            .arg(cfg.dir())
+            .output()
+            .unwrap()
+    };
+    // RELAY_TEST_HOST_KEY is unset: a warning, fatal under --strict …
+    assert_eq!(run(&["--strict"]).status.code(), Some(1));
+    // … but not offline.
+    let out = run(&["--offline", "--strict"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    cfg.write(
+        "policy.yaml",
+        "kind: Policy\nname: extra\nmodels: [\"gpt-*\"]\n",
+    );
+    let out = run(&["--offline", "--strict"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(
+            "policy.yaml:3:10: Policy/extra: models[0]: pattern `gpt-*` matches no catalog model"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("warning:"),
+        "--strict reports it as an error: {text}"
+    );
+    let out = run(&["--offline"]);
+    assert_eq!(out.status.code(), Some(0));
+    // --offline and --decrypt contradict each other.
+    assert_eq!(run(&["--offline", "--decrypt"]).status.code(), Some(2));
+}
