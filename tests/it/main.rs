@@ -16,6 +16,7 @@ mod metrics;
 mod mock_selftest;
 #[path = "../common/mock_upstream.rs"]
 mod mock_upstream;
+mod plan;
 mod proxy;
 mod reload;
 mod retention;
