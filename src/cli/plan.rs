@@ -99,7 +99,7 @@ pub fn run(args: PlanArgs) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let plan = plan::diff(&View::of(&old_snap), &View::of(&new_snap));
+    let plan = plan::diff(&View::of(&old_snap, &old), &View::of(&new_snap, &new));
     let sides = render::Sides {
         old: &labels.0,
         new: &labels.1,

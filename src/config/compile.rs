@@ -26,11 +26,10 @@ pub enum SecretMode<'a> {
     /// Check that sealed values are well-formed only (plain `validate`): the
     /// keys stay out of the resulting pool.
     CheckOnly,
-    /// Offline: like CheckOnly, but runtime-only sources (env variables,
-    /// files) are not required to exist (`validate --offline`, for CI).
-    Offline,
     /// Decrypt every sealed value (`serve`, `validate --decrypt`).
     Decrypt(&'a MasterKey),
+    /// Offline: like CheckOnly, but runtime-only sources (env variables, files) are not required to exist.
+    Offline,
 }
 
 /// A typed document with the location data problems need.
@@ -796,7 +795,7 @@ fn resolve_key(k: &HostKeySpec, secrets: SecretMode) -> KeyResolution {
         ),
         (None, Some(var)) if matches!(secrets, SecretMode::Offline) => KeyResolution::Unavailable(
             KeySource::Env(var.clone()),
-            "not read (validate --offline)".into(),
+            "not read (offline validation)".into(),
             None,
         ),
         (None, Some(var)) => match std::env::var(var) {

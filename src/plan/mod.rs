@@ -62,12 +62,20 @@ pub struct View {
     pub users: BTreeMap<String, String>,
 }
 
-/// `env:VAR`, `sealed`, `file:PATH`: the source's serialised tag and detail.
-fn source_label(source: &impl Serialize) -> String {
+/// `env:VAR`, `sealed`, `file:PATH`: the source's serialised tag and
+/// detail; a path below the config directory `dir` is shown relative to it
+/// (the two sides of a plan live in different places).
+fn source_label(source: &impl Serialize, dir: &std::path::Path) -> String {
     let v = serde_json::to_value(source).unwrap_or(Value::Null);
     let kind = v["type"].as_str().unwrap_or("unknown");
     match &v["detail"] {
-        Value::String(d) => format!("{kind}:{d}"),
+        Value::String(d) => {
+            let d = std::path::Path::new(d)
+                .strip_prefix(dir)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| d.clone());
+            format!("{kind}:{d}")
+        }
         Value::Null => kind.to_string(),
         other => format!("{kind}:{other}"),
     }
@@ -78,7 +86,8 @@ fn json(v: impl Serialize) -> Value {
 }
 
 impl View {
-    pub fn of(snap: &Snapshot) -> View {
+    /// The view of a snapshot loaded from `dir`.
+    pub fn of(snap: &Snapshot, dir: &std::path::Path) -> View {
         let mut models: BTreeMap<String, ModelView> = snap
             .models
             .iter()
@@ -132,10 +141,10 @@ impl View {
                 let mut keys: BTreeMap<String, String> = h
                     .keys
                     .iter()
-                    .map(|k| (k.name.clone(), source_label(&k.source)))
+                    .map(|k| (k.name.clone(), source_label(&k.source, dir)))
                     .collect();
                 for k in &h.unavailable_keys {
-                    keys.insert(k.name.clone(), source_label(&k.source));
+                    keys.insert(k.name.clone(), source_label(&k.source, dir));
                 }
                 let view = HostView {
                     base_url: h.base_url.clone(),
