@@ -720,6 +720,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn local_token_is_private_per_boot_and_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCAL_TOKEN_FILE);
+        let first = LocalToken::create(dir.path()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.len(), 64);
+        assert!(first.secret().ct_eq(text.as_bytes()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // A later boot replaces it; the earlier one's drop leaves it alone.
+        let second = LocalToken::create(dir.path()).unwrap();
+        assert!(!second.secret().ct_eq(text.as_bytes()));
+        drop(first);
+        assert!(path.exists());
+        drop(second);
+        assert!(!path.exists());
+    }
+
+    #[test]
     fn session_cookie_is_found_among_others() {
         let mut h = HeaderMap::new();
         h.append(

@@ -377,6 +377,22 @@ fn keys_cli_refuses_to_create_a_database_except_keys_create() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("pending"));
     assert!(!db_file.exists());
+    // `relay migrate` creates one deliberately, and says where.
+    let fresh = data.path().join("fresh");
+    let out = relay()
+        .arg("migrate")
+        .env("RELAY_DATA_DIR", &fresh)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "created a new SQLite database at {}",
+            fresh.join("relay.db").display()
+        )),
+        "{err}"
+    );
 
     // keys create may create it, and says where.
     let create = |name: &str| {
