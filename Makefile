@@ -36,6 +36,8 @@ fmt:
 lint:
 	bash ci/lint.sh
 
-# Clear circuit-breaker state in the configured state backend.
+# Clear circuit-breaker state: in Redis when RELAY_STATE_URL is set, else in
+# the running relay (`make run`), reached on RELAY_CONTROL_PORT and
+# authenticated by its per-boot token in RELAY_DATA_DIR (./relay-data).
 breakers-reset:
 	$(CARGO) run --release -- breakers reset

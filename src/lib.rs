@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod gateway;
 pub mod http;
 pub mod lifecycle;
+pub mod plan;
 pub mod retention;
 pub mod secrets;
 pub mod serve;

@@ -170,12 +170,24 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     let retention = settings.usage_retention.map(|keep| {
         crate::retention::spawn(store.clone(), handle.clone(), keep, background.clone())
     });
+    // Lets `relay breakers …` on this machine in without RELAY_ADMIN_TOKEN.
+    let local_token = match settings.control_port {
+        Some(_) => match http::session::LocalToken::create(&settings.data_dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(dir = %settings.data_dir.display(), "cannot write the local control token ({e}); the CLI will need RELAY_ADMIN_TOKEN");
+                None
+            }
+        },
+        None => None,
+    };
     let state = AppState {
         config: handle,
         reloader,
         auth: Arc::new(
             http::session::ControlAuth::new(settings.admin_token, cookie_secure, generated_admin)
-                .with_trusted_proxies(settings.trusted_proxies),
+                .with_trusted_proxies(settings.trusted_proxies)
+                .with_local_token(local_token.as_ref().map(|t| t.secret())),
         ),
         gateway,
         store: store.clone(),
@@ -268,6 +280,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
         let _ = r.await;
     }
     store.close().await;
+    drop(local_token);
     linger.cancel();
     tracing::info!("stopped");
     result

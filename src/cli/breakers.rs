@@ -1,9 +1,11 @@
 //! `relay breakers list|reset`: against Redis directly when
 //! `RELAY_STATE_URL` is set, else through the running server's control plane
-//! (in-process state lives only there).
+//! (in-process state lives only there), found and authenticated as
+//! `control.rs` describes.
 
 use std::process::ExitCode;
 
+use super::control::ControlArgs;
 use super::StateArg;
 use crate::state::StateBackend;
 use crate::upstream::breaker::{Breakers, Health};
@@ -12,22 +14,18 @@ use crate::upstream::breaker::{Breakers, Health};
 pub struct BreakerArgs {
     #[command(flatten)]
     pub state: StateArg,
-    /// Control plane of the running relay (used with the in-process backend).
-    #[arg(
-        long,
-        env = "RELAY_CONTROL_URL",
-        default_value = "http://127.0.0.1:8081"
-    )]
-    pub control_url: String,
-    /// Admin token for the control plane.
-    #[arg(long, env = "RELAY_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    /// How to reach the running relay (used with the in-process backend).
+    #[command(flatten)]
+    pub control: ControlArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BreakersCommand {
     /// Show breaker state.
     List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         args: BreakerArgs,
     },
@@ -51,7 +49,7 @@ pub fn run(cmd: BreakersCommand) -> ExitCode {
     };
     rt.block_on(async {
         let result = match cmd {
-            BreakersCommand::List { args } => list(&args).await,
+            BreakersCommand::List { args, json } => list(&args, json).await,
             BreakersCommand::Reset { host, args } => reset(&args, host.as_deref()).await,
         };
         match result {
@@ -73,28 +71,77 @@ async fn redis(args: &BreakerArgs) -> Result<Option<Breakers>, String> {
     }
 }
 
-async fn list(args: &BreakerArgs) -> Result<(), String> {
-    if let Some(b) = redis(args).await? {
-        let now = crate::store::now_ms();
-        let records = b.list().await;
-        if records.is_empty() {
-            println!("no breaker records: every key is closed");
+async fn list(args: &BreakerArgs, json: bool) -> Result<(), String> {
+    let report = match redis(args).await? {
+        Some(b) => {
+            let now = crate::store::now_ms();
+            let keys: Vec<serde_json::Value> = b
+                .list()
+                .await
+                .into_iter()
+                .map(|(_, r)| {
+                    let (state, until) = match r.health(now) {
+                        Health::Closed => ("closed", None),
+                        Health::Open { until_ms } => ("open", Some(until_ms)),
+                        Health::HalfOpen => ("half_open", None),
+                    };
+                    serde_json::json!({
+                        "host": r.host, "key": r.key, "state": state, "class": r.class.as_str(),
+                        "open_until": until, "failures": r.failures, "trips": r.trips,
+                    })
+                })
+                .collect();
+            serde_json::json!({ "backend": "redis", "keys": keys })
         }
-        for (_, r) in records {
-            let state = match r.health(now) {
-                Health::Closed => format!("closed ({} recent server errors)", r.failures),
-                Health::Open { until_ms } => {
-                    format!("open for {}s more", (until_ms - now).max(0) / 1000)
-                }
-                Health::HalfOpen => "half-open (next request probes it)".into(),
-            };
-            println!("{}/{}: {} [{}]", r.host, r.key, state, r.class.as_str());
+        None => {
+            args.control
+                .call(reqwest::Method::GET, "/api/breakers", None)
+                .await?
         }
-        return Ok(());
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print_table(&report);
     }
-    let v = control(args, reqwest::Method::GET, "/api/breakers", None).await?;
-    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     Ok(())
+}
+
+/// `HOST KEY STATE CLASS FAILURES DETAIL`, one row per key, like `keys list`.
+fn print_table(report: &serde_json::Value) {
+    let now = crate::store::now_ms();
+    let empty = Vec::new();
+    let keys = report["keys"].as_array().unwrap_or(&empty);
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    println!(
+        "{:<20} {:<20} {:<12} {:<14} {:<9} DETAIL",
+        "HOST", "KEY", "STATE", "CLASS", "FAILURES"
+    );
+    for k in keys {
+        let detail = match (k["state"].as_str(), k["open_until"].as_i64()) {
+            (Some("open"), Some(until)) => {
+                format!("retried in {}s", ((until - now).max(0) + 999) / 1000)
+            }
+            (Some("half_open"), _) => "next request probes it".into(),
+            (Some("unavailable"), _) => s(&k["reason"]),
+            _ => String::new(),
+        };
+        println!(
+            "{:<20} {:<20} {:<12} {:<14} {:<9} {}",
+            s(&k["host"]),
+            s(&k["key"]),
+            s(&k["state"]),
+            s(&k["class"]),
+            k["failures"].as_u64().unwrap_or(0),
+            detail
+        );
+    }
+    if keys.is_empty() {
+        eprintln!("no breaker records: every key is closed");
+    }
 }
 
 async fn reset(args: &BreakerArgs, host: Option<&str>) -> Result<(), String> {
@@ -102,13 +149,10 @@ async fn reset(args: &BreakerArgs, host: Option<&str>) -> Result<(), String> {
         Some(b) => b.reset(host).await as u64,
         None => {
             let body = serde_json::json!({ "host": host });
-            let v = control(
-                args,
-                reqwest::Method::POST,
-                "/api/breakers/reset",
-                Some(body),
-            )
-            .await?;
+            let v = args
+                .control
+                .call(reqwest::Method::POST, "/api/breakers/reset", Some(body))
+                .await?;
             v["cleared"].as_u64().unwrap_or(0)
         }
     };
@@ -117,35 +161,4 @@ async fn reset(args: &BreakerArgs, host: Option<&str>) -> Result<(), String> {
         host.map(|h| format!(" of host `{h}`")).unwrap_or_default()
     );
     Ok(())
-}
-
-async fn control(
-    args: &BreakerArgs,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> Result<serde_json::Value, String> {
-    let token = args.admin_token.as_deref().filter(|t| !t.is_empty()).ok_or(
-        "with the in-process state backend this asks the running relay: set RELAY_ADMIN_TOKEN (and RELAY_CONTROL_URL \
-         if the control plane is not on 127.0.0.1:8081), or set RELAY_STATE_URL to reach Redis directly",
-    )?;
-    let url = format!("{}{path}", args.control_url.trim_end_matches('/'));
-    let mut req = reqwest::Client::new()
-        .request(method, &url)
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach the control plane at {url}: {e}"))?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("{url} answered {status}: {text}"));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("{url} answered with invalid JSON: {e}"))
 }

@@ -1,5 +1,7 @@
 //! `relay keys …` and `relay migrate`: runtime state, straight against the
-//! database (a running server notices key changes within a second).
+//! database (a running server notices key changes within a second). Only
+//! `keys create` and `migrate` may create a missing SQLite database; the
+//! others refuse and name the path they looked at.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,18 +49,21 @@ pub enum KeysCommand {
     },
     /// Disable a key: requests with it get 401 within a second, everywhere.
     Disable {
+        /// The key's id, name or display prefix (when unambiguous).
         id: String,
         #[command(flatten)]
         store: StoreArgs,
     },
     /// Enable a disabled key.
     Enable {
+        /// The key's id, name or display prefix (when unambiguous).
         id: String,
         #[command(flatten)]
         store: StoreArgs,
     },
     /// Delete a key for good.
     Delete {
+        /// The key's id, name or display prefix (when unambiguous).
         id: String,
         #[command(flatten)]
         store: StoreArgs,
@@ -72,11 +77,47 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         .map_err(|e| super::fail(format!("cannot start the async runtime: {e}")))
 }
 
-async fn open(args: &StoreArgs) -> Result<Store, ExitCode> {
+/// Whether a command may create the SQLite database when it is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Create {
+    /// Refuse: a missing file means RELAY_DATA_DIR points at the wrong place.
+    Never,
+    /// `relay migrate` and `relay keys create`: create it, and say where.
+    Allowed,
+}
+
+/// Refuses a missing SQLite file unless `create` allows it; returns the path
+/// when the command is about to create it.
+pub(super) fn check_database(args: &StoreArgs, create: Create) -> Result<Option<PathBuf>, String> {
+    if args.database.url().is_some() {
+        return Ok(None);
+    }
+    let path = args.data.data_dir.join(crate::store::SQLITE_FILE);
+    if path.exists() {
+        return Ok(None);
+    }
+    match create {
+        Create::Allowed => Ok(Some(path)),
+        Create::Never => Err(format!(
+            "no database at {} (RELAY_DATA_DIR={}, RELAY_DATABASE_URL unset); refusing to create an empty one. \
+             Set RELAY_DATA_DIR (or --data-dir) to the running relay's data directory, or RELAY_DATABASE_URL to its \
+             database; `relay migrate` or `relay keys create` create a new one deliberately",
+            path.display(),
+            args.data.data_dir.display()
+        )),
+    }
+}
+
+async fn open(args: &StoreArgs, create: Create) -> Result<Store, ExitCode> {
+    let created = check_database(args, create).map_err(super::fail)?;
     let url = args.database.url();
-    Store::open(url.as_ref().map(|u| u.expose()), &args.data.data_dir)
+    let store = Store::open(url.as_ref().map(|u| u.expose()), &args.data.data_dir)
         .await
-        .map_err(super::fail)
+        .map_err(super::fail)?;
+    if let Some(path) = created {
+        eprintln!("created a new SQLite database at {}", path.display());
+    }
+    Ok(store)
 }
 
 pub fn run(cmd: KeysCommand) -> ExitCode {
@@ -104,7 +145,7 @@ async fn run_async(cmd: KeysCommand) -> ExitCode {
                 Ok(e) => e,
                 Err(e) => return super::fail(e),
             };
-            let store = match open(&store).await {
+            let store = match open(&store, Create::Allowed).await {
                 Ok(s) => s,
                 Err(c) => return c,
             };
@@ -131,7 +172,7 @@ async fn run_async(cmd: KeysCommand) -> ExitCode {
             }
         }
         KeysCommand::List { json, store } => {
-            let store = match open(&store).await {
+            let store = match open(&store, Create::Never).await {
                 Ok(s) => s,
                 Err(c) => return c,
             };
@@ -174,15 +215,22 @@ type Change<'a> = std::pin::Pin<
 
 async fn change(
     args: StoreArgs,
-    id: &str,
+    arg: &str,
     done: &str,
     op: impl for<'a> Fn(&'a Store, &'a str) -> Change<'a>,
 ) -> ExitCode {
-    let store = match open(&args).await {
+    let store = match open(&args, Create::Never).await {
         Ok(s) => s,
         Err(c) => return c,
     };
-    match op(&store, id).await {
+    let id = match resolve(&store, arg).await {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match op(&store, &id).await {
         Ok(true) => {
             eprintln!("{done} {id}");
             ExitCode::SUCCESS
@@ -192,6 +240,42 @@ async fn change(
             ExitCode::FAILURE
         }
         Err(e) => super::fail(e),
+    }
+}
+
+/// A key's id, name or display prefix → its id, when exactly one key
+/// matches (an id always wins).
+async fn resolve(store: &Store, arg: &str) -> Result<String, String> {
+    let rows = store.list_keys().await.map_err(|e| e.to_string())?;
+    resolve_in(&rows, arg)
+}
+
+fn resolve_in(rows: &[KeyRow], arg: &str) -> Result<String, String> {
+    if rows.iter().any(|r| r.id == arg) {
+        return Ok(arg.to_string());
+    }
+    let hits: Vec<&KeyRow> = rows
+        .iter()
+        .filter(|r| r.prefix == arg || r.name.as_deref() == Some(arg))
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] => Err(format!(
+            "no relay key with id, name or prefix `{arg}`; `relay keys list` shows them"
+        )),
+        many => Err(format!(
+            "`{arg}` is ambiguous: it names {} keys; use one of their ids: {}",
+            many.len(),
+            many.iter()
+                .map(|r| format!(
+                    "{} ({} {})",
+                    r.id,
+                    r.prefix,
+                    r.name.as_deref().unwrap_or("-")
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 

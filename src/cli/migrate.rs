@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use super::keys::{runtime, StoreArgs};
+use super::keys::{check_database, runtime, Create, StoreArgs};
 use crate::store::{MigrationState, Store};
 
 #[derive(Debug, clap::Args)]
@@ -28,6 +28,19 @@ pub fn run(args: MigrateArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(c) => return c,
     };
+    let reporting = args.status || args.dry_run;
+    let created = match check_database(&args.store, Create::Allowed) {
+        Ok(c) => c,
+        Err(e) => return super::fail(e),
+    };
+    if let (true, Some(path)) = (reporting, &created) {
+        // Reporting never creates the database: everything is pending.
+        eprintln!(
+            "no database at {} yet (RELAY_DATA_DIR); `relay migrate` would create it",
+            path.display()
+        );
+        return print(Store::sqlite_migrations_unapplied(), "sqlite", &args);
+    }
     rt.block_on(async {
         let url = args.store.database.url();
         let store =
@@ -36,11 +49,14 @@ pub fn run(args: MigrateArgs) -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return super::fail(e),
             };
-        let code = if args.status || args.dry_run {
+        let code = if reporting {
             report(&store, &args).await
         } else {
             match store.migrate().await {
                 Ok(()) => {
+                    if let Some(path) = &created {
+                        eprintln!("created a new SQLite database at {}", path.display());
+                    }
                     eprintln!("{} database is up to date", store.backend());
                     ExitCode::SUCCESS
                 }
@@ -53,10 +69,13 @@ pub fn run(args: MigrateArgs) -> ExitCode {
 }
 
 async fn report(store: &Store, args: &MigrateArgs) -> ExitCode {
-    let all = match store.migration_status().await {
-        Ok(m) => m,
-        Err(e) => return super::fail(e),
-    };
+    match store.migration_status().await {
+        Ok(all) => print(all, store.backend(), args),
+        Err(e) => super::fail(e),
+    }
+}
+
+fn print(all: Vec<MigrationState>, backend: &str, args: &MigrateArgs) -> ExitCode {
     let shown: Vec<&MigrationState> = all.iter().filter(|m| args.status || !m.applied).collect();
     if args.json {
         match serde_json::to_string_pretty(&shown) {
@@ -66,10 +85,7 @@ async fn report(store: &Store, args: &MigrateArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.dry_run && shown.is_empty() {
-        println!(
-            "nothing to apply: the {} database is up to date",
-            store.backend()
-        );
+        println!("nothing to apply: the {backend} database is up to date");
         return ExitCode::SUCCESS;
     }
     println!("{:<8} {:<10} DESCRIPTION", "VERSION", "STATE");

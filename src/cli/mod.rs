@@ -2,8 +2,10 @@
 //! its own module and returns an exit code.
 
 mod breakers;
+mod control;
 mod keys;
 mod migrate;
+mod plan;
 mod probe;
 mod schema;
 mod secret;
@@ -50,6 +52,10 @@ pub enum Command {
     /// Load and check a config directory exactly as `serve` would, without
     /// starting anything. Exit 0 valid, 1 invalid, 2 usage or I/O error.
     Validate(validate::ValidateArgs),
+    /// Show what changing config from one version to another does to
+    /// routes, grants, hosts, keys and users. Exit 0 no change, 1 a side is
+    /// invalid, 2 usage or I/O error, 3 changes.
+    Plan(plan::PlanArgs),
     /// Print a new master key (an age identity) and its public recipient.
     Keygen,
     /// Seal or unseal host key values for the config repository.
@@ -155,6 +161,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Keygen => secret::keygen(),
         Command::Secret(cmd) => secret::run(cmd),
         Command::Schema(args) => schema::run(args),

@@ -62,6 +62,9 @@ pub struct ControlAuth {
     verifications: Semaphore,
     /// Peers whose `Forwarded` / `X-Forwarded-For` name the client.
     trusted_proxies: TrustedProxies,
+    /// The per-boot token in `RELAY_DATA_DIR/control.token` that lets a
+    /// local CLI (`relay breakers …`) in without RELAY_ADMIN_TOKEN.
+    local_token: Option<Secret>,
 }
 
 impl ControlAuth {
@@ -85,7 +88,14 @@ impl ControlAuth {
             generated_admin,
             verifications: Semaphore::new(CONCURRENT_VERIFICATIONS),
             trusted_proxies: TrustedProxies::default(),
+            local_token: None,
         }
+    }
+
+    /// Also accept this per-boot token (see [`LocalToken`]) as admin.
+    pub fn with_local_token(mut self, token: Option<Secret>) -> Self {
+        self.local_token = token;
+        self
     }
 
     /// Believe forwarded headers from these peers (`RELAY_TRUSTED_PROXIES`).
@@ -158,10 +168,20 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, 
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
+        if let (Some(local), Some(p)) = (&auth.local_token, presented) {
+            if local.ct_eq(p.as_bytes()) {
+                return Ok(Principal {
+                    name: "local-cli".into(),
+                    role: Role::Admin,
+                    via: Via::Token,
+                });
+            }
+        }
         return match (&auth.admin_token, presented) {
-            (None, _) => Err(ApiError::Unauthorized(
-                "bearer tokens are not accepted: RELAY_ADMIN_TOKEN is unset; set it, or sign in at /login".into(),
-            )),
+            (None, _) => Err(ApiError::Unauthorized(format!(
+                "bearer tokens are not accepted: RELAY_ADMIN_TOKEN is unset; set it, sign in at /login, or (on \
+                 the relay's machine) use the per-boot token in RELAY_DATA_DIR/{LOCAL_TOKEN_FILE}"
+            ))),
             (Some(token), Some(p)) if token.ct_eq(p.as_bytes()) => Ok(Principal {
                 name: "admin-token".into(),
                 role: Role::Admin,
@@ -615,6 +635,50 @@ pub async fn whoami(p: Principal) -> Response {
         .into_response()
 }
 
+/// The per-boot control token's file name in the data directory.
+pub const LOCAL_TOKEN_FILE: &str = "control.token";
+
+/// A random admin credential written at start to
+/// `RELAY_DATA_DIR/control.token` (mode 0600), so a CLI on the same machine
+/// as the same user can call the control plane without RELAY_ADMIN_TOKEN
+/// (embedded mode has none). Removed when dropped (clean shutdown), unless
+/// another boot has replaced it meanwhile.
+pub struct LocalToken {
+    path: std::path::PathBuf,
+    token: Secret,
+}
+
+impl LocalToken {
+    /// Writes a new token, replacing one a previous boot left behind.
+    pub fn create(data_dir: &std::path::Path) -> std::io::Result<LocalToken> {
+        let mut bytes = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        let token = Secret::new(hex::encode(bytes));
+        crate::secrets::create_private_dir(data_dir)?;
+        let path = data_dir.join(LOCAL_TOKEN_FILE);
+        let tmp = data_dir.join(format!(".{LOCAL_TOKEN_FILE}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        crate::secrets::write_private_file(&tmp, token.expose().as_bytes())?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(LocalToken { path, token })
+    }
+
+    pub fn secret(&self) -> Secret {
+        self.token.clone()
+    }
+}
+
+impl Drop for LocalToken {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.path)
+            .map(|t| self.token.ct_eq(t.trim().as_bytes()))
+            .unwrap_or(false);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// What `serve` decides about dashboard credentials at start.
 pub fn first_boot(
     data_dir: &std::path::Path,
@@ -654,6 +718,29 @@ pub fn first_boot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_token_is_private_per_boot_and_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCAL_TOKEN_FILE);
+        let first = LocalToken::create(dir.path()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.len(), 64);
+        assert!(first.secret().ct_eq(text.as_bytes()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // A later boot replaces it; the earlier one's drop leaves it alone.
+        let second = LocalToken::create(dir.path()).unwrap();
+        assert!(!second.secret().ct_eq(text.as_bytes()));
+        drop(first);
+        assert!(path.exists());
+        drop(second);
+        assert!(!path.exists());
+    }
 
     #[test]
     fn session_cookie_is_found_among_others() {

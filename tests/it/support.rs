@@ -45,6 +45,7 @@ const RELAY_VARS: &[&str] = &[
     "RELAY_CONTROL_MAX_CONNECTIONS",
     "RELAY_BODY_BUDGET",
     "RELAY_KEY_LOOKUP_RATE",
+    "RELAY_CONTROL_URL",
 ];
 
 /// A `relay` command with a clean environment.
