@@ -13,6 +13,9 @@ pub mod openai_wire;
 pub mod sse;
 pub mod translate;
 
+#[cfg(test)]
+mod proptests;
+
 use bytes::Bytes;
 
 use crate::config::kinds::Adapter;
@@ -72,8 +75,12 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Saturating: the counts come from the upstream, which may lie.
     pub fn total(&self) -> u64 {
-        self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+        self.input_tokens
+            .saturating_add(self.output_tokens)
+            .saturating_add(self.cache_read_tokens)
+            .saturating_add(self.cache_write_tokens)
     }
 }
 

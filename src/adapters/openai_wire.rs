@@ -766,7 +766,9 @@ impl From<WireUsage> for Usage {
         let d = u.prompt_tokens_details.unwrap_or_default();
         let write = d.cache_write_tokens.max(d.cache_creation_tokens);
         Usage {
-            input_tokens: u.prompt_tokens.saturating_sub(d.cached_tokens + write),
+            input_tokens: u
+                .prompt_tokens
+                .saturating_sub(d.cached_tokens.saturating_add(write)),
             output_tokens: u.completion_tokens,
             cache_read_tokens: d.cached_tokens,
             cache_write_tokens: write,
@@ -790,11 +792,15 @@ pub struct OutPromptDetails {
 /// §3.6 A→O: prompt tokens include cache reads and writes.
 impl From<Usage> for OutUsage {
     fn from(u: Usage) -> OutUsage {
-        let prompt = u.input_tokens + u.cache_read_tokens + u.cache_write_tokens;
+        // Saturating: the counts come from the upstream, which may lie.
+        let prompt = u
+            .input_tokens
+            .saturating_add(u.cache_read_tokens)
+            .saturating_add(u.cache_write_tokens);
         OutUsage {
             prompt_tokens: prompt,
             completion_tokens: u.output_tokens,
-            total_tokens: prompt + u.output_tokens,
+            total_tokens: prompt.saturating_add(u.output_tokens),
             prompt_tokens_details: OutPromptDetails {
                 cached_tokens: u.cache_read_tokens,
             },
