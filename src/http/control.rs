@@ -125,13 +125,18 @@ async fn create_key(
     }
     let expires_in_ms = match req.expires_in {
         None | Some(serde_json::Value::Null) => None,
+        // Checked: a client-chosen number of seconds overflowed `* 1000`.
         Some(serde_json::Value::Number(n)) => Some(
-            n.as_i64().filter(|s| *s > 0).ok_or_else(|| {
-                ApiError::BadRequest(
-                    "`expires_in` must be a positive number of seconds or a duration like `30d`"
-                        .into(),
-                )
-            })? * 1000,
+            n.as_i64()
+                .filter(|s| *s > 0)
+                .and_then(|s| s.checked_mul(1000))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "`expires_in` must be a positive number of seconds (at most \
+                         9223372036854775) or a duration like `30d`"
+                            .into(),
+                    )
+                })?,
         ),
         Some(serde_json::Value::String(s)) => {
             Some(crate::cli::parse_duration_ms(&s).map_err(ApiError::BadRequest)?)
@@ -221,8 +226,15 @@ async fn delete_key(
 async fn usage(
     _: Principal,
     State(state): State<AppState>,
-    Query(q): Query<crate::store::UsageQuery>,
+    q: Result<Query<crate::store::UsageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // A JSON error like every other admin error, not axum's plain text.
+    let Query(q) = q.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{}; expected key_id, model, from/to in Unix milliseconds, limit",
+            e.body_text()
+        ))
+    })?;
     let (totals, records) = state.store.usage_report(&q).await?;
     Ok(Json(json!({ "totals": totals, "records": records })))
 }
