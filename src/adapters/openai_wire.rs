@@ -1232,6 +1232,19 @@ struct ErrorOut<'a> {
     code: Option<()>,
 }
 
+/// Longest upstream message id repeated in each client chunk; real ids are
+/// under 64 bytes.
+pub const MAX_STREAM_ID_BYTES: usize = 128;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Encodes canonical events as a Chat Completions stream (§3.7's output
 /// side): one chunk per event, the usage chunk only for clients that asked.
 pub struct Encoder {
@@ -1287,7 +1300,10 @@ impl Encoder {
     pub fn encode(&mut self, ev: &Event, out: &mut BytesMut) -> bool {
         match ev {
             Event::Start { id, .. } => {
-                self.id.clone_from(id);
+                // Every chunk repeats the id: an upstream's overlong one is
+                // cut, so it cannot multiply the stream's size.
+                self.id.clear();
+                self.id.push_str(truncate(id, MAX_STREAM_ID_BYTES));
                 self.chunk(
                     DeltaOut {
                         role: Some("assistant"),

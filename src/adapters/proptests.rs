@@ -814,3 +814,30 @@ fn generators_reach_the_interesting_paths() {
         );
     }
 }
+
+#[test]
+fn a_long_upstream_id_is_not_repeated_in_every_chunk() {
+    // Anthropic upstream, OpenAI client: every client chunk carries the
+    // message id, so a 64 KiB id followed by a thousand one-letter deltas
+    // would turn ~100 KB from the upstream into ~64 MB for the client.
+    let t = translation(Protocol::OpenAi, Protocol::Anthropic, false);
+    let id = "m".repeat(64 << 10);
+    let mut events = vec![
+        frame(
+            Some("message_start"),
+            &json!({"type": "message_start", "message": {"id": id, "model": "up", "usage": {"input_tokens": 1}}})
+                .to_string(),
+        ),
+        frame(
+            Some("content_block_start"),
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        ),
+    ];
+    for _ in 0..1000 {
+        events.push(frame(
+            Some("content_block_delta"),
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}}"#,
+        ));
+    }
+    run_stream(&t, &events, &[]);
+}
