@@ -99,9 +99,7 @@ async fn populate(s: &Stack) {
         .unwrap();
     assert_eq!(r.status(), 201);
 
-    let chat = |model: &str, content: &str| {
-        json!({"model": model, "messages": [{"role": "user", "content": content}]})
-    };
+    let chat = |model: &str, content: &str| json!({"model": model, "messages": [{"role": "user", "content": content}]});
     let calls = [
         ("/v1/chat/completions", chat("gpt-test", "hi")),
         ("/v1/chat/completions", chat("claude-test", "translated")),
@@ -133,7 +131,14 @@ async fn admin_api_conforms_to_its_openapi_document() {
         .arg(stack.relay.control("/api/openapi.json"))
         .args(["--header", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
         .args(["--checks", CHECKS])
-        .args(["--max-examples", "15", "--seed", "20261203", "--workers", "1"])
+        .args([
+            "--max-examples",
+            "15",
+            "--seed",
+            "20261203",
+            "--workers",
+            "1",
+        ])
         .args(["--request-timeout", "10"])
         // Every finding is reported once with its reproduction; shrinking
         // only costs time here.
@@ -207,4 +212,45 @@ async fn admin_api_conforms_to_its_openapi_document() {
         "relay panicked during the run:\n{}",
         relay.logs()
     );
+}
+
+/// What schemathesis found, pinned: a number of seconds whose milliseconds overflow `i64` killed
+/// the connection (a panic in the handler) instead of a 400, and a malformed `/api/usage` query
+/// got axum's plain-text rejection instead of the documented JSON error.
+#[tokio::test]
+async fn hostile_admin_inputs_get_documented_errors() {
+    let s = Stack::start(Db::Sqlite).await;
+    for expires_in in [json!(36028797018963967_i64), json!(i64::MAX)] {
+        let r = s
+            .relay
+            .http
+            .post(s.relay.control("/api/keys"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"policy": "default", "expires_in": expires_in}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "expires_in {expires_in}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("expires_in"),
+            "{v}"
+        );
+    }
+    let r = s
+        .relay
+        .http
+        .get(s.relay.control("/api/usage?to=null&limit=x"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "bad_request", "{v}");
+    assert!(!s.relay.logs().contains("panicked"), "{}", s.relay.logs());
 }
