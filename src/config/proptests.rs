@@ -315,3 +315,18 @@ fn the_unedited_catalog_is_clean() {
     let errors: Vec<_> = problems.iter().filter(|p| p.is_error()).collect();
     assert!(errors.is_empty(), "{errors:#?}");
 }
+
+#[test]
+fn alias_bombs_are_refused_without_expanding() {
+    // "Billion laughs": nine levels of nine aliases would expand to 9^9
+    // strings if anything expanded aliases into values.
+    let mut text = String::from("kind: Model\nname: bomb\na0: &a0 [\"lol\"]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+        text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    let started = std::time::Instant::now();
+    let problems = check_bytes(&PathBuf::from("bomb.yaml"), text.as_bytes());
+    assert!(problems.iter().any(|p| p.is_error()), "{problems:#?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
