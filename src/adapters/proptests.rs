@@ -106,7 +106,7 @@ fn opt<S: Strategy<Value = Value>>(s: S) -> impl Strategy<Value = Option<Value>>
 
 fn one_of_str(words: &'static [&'static str]) -> impl Strategy<Value = Value> {
     prop_oneof![
-        4 => prop::sample::select(words).prop_map(|w| Value::from(w)),
+        4 => prop::sample::select(words).prop_map(Value::from),
         1 => text().prop_map(Value::from),
     ]
 }

@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = o.str("model");
     let _ = o.flag("stream");
     let _ = o.parse_field::<u64>("max_tokens", "an integer");
-    let out = o.rewrite(&[("model", "\"m\""), ("stream_options", "{\"include_usage\":true}")]);
+    let out = o.rewrite(&[
+        ("model", "\"m\""),
+        ("stream_options", "{\"include_usage\":true}"),
+    ]);
     assert!(out.len() <= data.len() + 64, "rewrite grew the body");
     assert!(RawObject::parse(&out).is_ok(), "rewrite is not an object");
 });

@@ -32,13 +32,19 @@ fuzz_target!(|data: &[u8]| {
             let _ = an.observe(&e);
             oa_dec.decode(&e, &mut events);
             an_dec.decode(&e, &mut events);
-            assert!(events.len() <= 64 * (e.len() + 1), "one event decoded into too many");
+            assert!(
+                events.len() <= 64 * (e.len() + 1),
+                "one event decoded into too many"
+            );
             events.clear();
         }
     }
     assert!(total <= data.len());
     let _ = s.has_partial();
-    for u in [oa.usage, an.usage, oa_dec.usage, an_dec.usage].into_iter().flatten() {
+    for u in [oa.usage, an.usage, oa_dec.usage, an_dec.usage]
+        .into_iter()
+        .flatten()
+    {
         let _ = u.total();
     }
     let _ = openai::response_usage(data);

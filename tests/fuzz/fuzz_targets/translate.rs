@@ -27,6 +27,9 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(out.len() <= 4 * body.len() + 4096, "request grew too much");
     if let Ok(resp) = t.response(body, 1_700_000_000) {
-        assert!(resp.len() <= 4 * body.len() + 4096, "response grew too much");
+        assert!(
+            resp.len() <= 4 * body.len() + 4096,
+            "response grew too much"
+        );
     }
 });
