@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build run test validate bench schemas fmt lint breakers-reset
+.PHONY: all build run test validate bench schemas fmt lint breakers-reset fuzz
 
 all: build
 
@@ -25,6 +25,21 @@ validate:
 
 bench:
 	$(CARGO) bench
+
+# Fuzz each target (tests/fuzz/fuzz_targets) for FUZZ_TIME seconds, one after
+# another: cargo-fuzz on the stable toolchain (RUSTC_BOOTSTRAP=1 unlocks the
+# sanitizer flags). Not part of CI. New inputs accumulate in
+# tests/fuzz/corpus/<target>, crashes in tests/fuzz/artifacts/<target>.
+FUZZ_TARGETS ?= config body sse translate translate_stream
+FUZZ_TIME ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t ($(FUZZ_TIME) s) =="; \
+		mkdir -p tests/fuzz/corpus/$$t; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir tests/fuzz $$t \
+			tests/fuzz/corpus/$$t tests/fuzz/seeds/$$t -- -max_total_time=$(FUZZ_TIME) || exit 1; \
+	done
 
 # Regenerate the JSON Schemas in schemas/ from the Rust types.
 schemas:

@@ -2,7 +2,8 @@
 # The whole CI run: `make test` calls this.
 #   1. make sure PostgreSQL and Redis are up (ci/services.sh)
 #   2. lint (rustfmt + clippy -D warnings)
-#   3. Python SDK deps for the end-to-end SDK tests (ci/sdk-deps.sh)
+#   3. Python SDK deps for the end-to-end SDK tests (ci/sdk-deps.sh),
+#      schemathesis for the admin API conformance test (ci/schemathesis-deps.sh)
 #      and Chromium + chromedriver for the dashboard tests (ci/browser-deps.sh)
 #      and hadolint, docker-compose, kubernetes-validate for the deployment
 #      tests (ci/deploy-deps.sh), actionlint for examples/gitops (ci/actionlint.sh)
@@ -18,6 +19,9 @@ bash ci/lint.sh
 
 echo "== sdk deps =="
 bash ci/sdk-deps.sh
+
+echo "== schemathesis =="
+bash ci/schemathesis-deps.sh
 
 echo "== browser deps =="
 bash ci/browser-deps.sh

@@ -13,6 +13,9 @@ pub mod openai_wire;
 pub mod sse;
 pub mod translate;
 
+#[cfg(test)]
+mod proptests;
+
 use bytes::Bytes;
 
 use crate::config::kinds::Adapter;
@@ -72,8 +75,8 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Saturating: the counts come from the upstream, which may lie.
     pub fn total(&self) -> u64 {
-        // Upstream-supplied numbers: saturate, never wrap.
         self.input_tokens
             .saturating_add(self.output_tokens)
             .saturating_add(self.cache_read_tokens)

@@ -760,11 +760,15 @@ pub struct OutPromptDetails {
 /// §3.6 A→O: prompt tokens include cache reads and writes.
 impl From<Usage> for OutUsage {
     fn from(u: Usage) -> OutUsage {
-        let prompt = u.input_tokens + u.cache_read_tokens + u.cache_write_tokens;
+        // Saturating: the counts come from the upstream, which may lie.
+        let prompt = u
+            .input_tokens
+            .saturating_add(u.cache_read_tokens)
+            .saturating_add(u.cache_write_tokens);
         OutUsage {
             prompt_tokens: prompt,
             completion_tokens: u.output_tokens,
-            total_tokens: prompt + u.output_tokens,
+            total_tokens: prompt.saturating_add(u.output_tokens),
             prompt_tokens_details: OutPromptDetails {
                 cached_tokens: u.cache_read_tokens,
             },
@@ -1196,6 +1200,19 @@ struct ErrorOut<'a> {
     code: Option<()>,
 }
 
+/// Longest upstream message id repeated in each client chunk; real ids are
+/// under 64 bytes.
+pub const MAX_STREAM_ID_BYTES: usize = 128;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Encodes canonical events as a Chat Completions stream (§3.7's output
 /// side): one chunk per event, the usage chunk only for clients that asked.
 pub struct Encoder {
@@ -1251,7 +1268,10 @@ impl Encoder {
     pub fn encode(&mut self, ev: &Event, out: &mut BytesMut) -> bool {
         match ev {
             Event::Start { id, .. } => {
-                self.id.clone_from(id);
+                // Every chunk repeats the id: an upstream's overlong one is
+                // cut, so it cannot multiply the stream's size.
+                self.id.clear();
+                self.id.push_str(truncate(id, MAX_STREAM_ID_BYTES));
                 self.chunk(
                     DeltaOut {
                         role: Some("assistant"),

@@ -16,6 +16,9 @@ pub mod snapshot;
 pub mod source;
 pub mod watch;
 
+#[cfg(test)]
+mod proptests;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -153,22 +156,46 @@ fn read_files(dir: &Path, files: &[PathBuf]) -> FilePart {
                 continue;
             }
         };
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => match source::parse_file(&rel, text) {
-                Ok(parsed) => parsed
-                    .into_iter()
-                    .for_each(|d| classify(d, &mut part.docs, &mut part.problems)),
-                Err(e) => part.problems.push(file_problem(&e.file, e.pos, e.message)),
-            },
-            Err(_) => part.problems.push(file_problem(
-                &rel,
-                Pos::default(),
-                "file is not UTF-8 text".into(),
-            )),
-        }
+        parse_bytes(&rel, &bytes, &mut part.docs, &mut part.problems);
         part.contents.push((rel, bytes));
     }
     part
+}
+
+/// One file's bytes → documents routed by kind (UTF-8, YAML, `kind`/`name`,
+/// schema), problems for everything else.
+fn parse_bytes(rel: &Path, bytes: &[u8], docs: &mut Documents, problems: &mut Vec<Problem>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => match source::parse_file(rel, text) {
+            Ok(parsed) => parsed.into_iter().for_each(|d| classify(d, docs, problems)),
+            Err(e) => problems.push(file_problem(&e.file, e.pos, e.message)),
+        },
+        Err(_) => problems.push(file_problem(
+            rel,
+            Pos::default(),
+            "file is not UTF-8 text".into(),
+        )),
+    }
+}
+
+/// One file's bytes through every stage `load_dir` runs on a file, then
+/// `compile` as if it were the whole directory (sealed secrets checked, not
+/// decrypted). Problems, sorted; never a panic whatever the bytes: the
+/// property tests and the `config` fuzz target (tests/fuzz) drive it.
+pub fn check_bytes(rel: &Path, bytes: &[u8]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut docs = Documents::default();
+    parse_bytes(rel, bytes, &mut docs, &mut problems);
+    let mut hasher = revision::ContentHasher::default();
+    hasher.file(rel, bytes);
+    let _ = compile::compile(
+        docs,
+        hasher.finish(None),
+        SecretMode::CheckOnly,
+        &mut problems,
+    );
+    problem::sort(&mut problems);
+    problems
 }
 
 fn file_problem(file: &Path, pos: Pos, message: String) -> Problem {

@@ -125,6 +125,7 @@ async fn create_key(
     }
     let expires_in_ms = match req.expires_in {
         None | Some(serde_json::Value::Null) => None,
+        // Checked: a client-chosen number of seconds overflowed `* 1000`.
         Some(serde_json::Value::Number(n)) => Some(
             n.as_i64()
                 .filter(|s| *s > 0)

@@ -25,6 +25,7 @@ mod proxy;
 mod reload;
 mod retention;
 mod schemas;
+mod schemathesis;
 mod sdk;
 mod support;
 mod translate;
