@@ -128,23 +128,45 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
         tracing::info!("dashboard session cookie is not marked Secure (RELAY_COOKIE_SECURE=false or embedded mode); serve the control plane over TLS in production");
     }
 
-    let store = Store::open(
+    let store = Store::open_lazy(
         settings.database_url.as_ref().map(|u| u.expose()),
         &settings.data_dir,
     )
     .await?;
-    tracing::info!(backend = store.backend(), "runtime store ready");
     let lifecycle = Arc::new(Lifecycle::new());
-    lifecycle.store_reached();
-    let keys = Arc::new(KeyCache::load(store.clone()).await?);
+    let keys = Arc::new(KeyCache::unloaded(store.clone()));
+    // Background writers stop only after the servers have drained, so
+    // nothing in-flight loses its usage record.
+    let background = CancellationToken::new();
+    // A database that is down at start is waited for (see `connect_store`);
+    // anything else wrong with it (a failed migration) still stops relay.
+    let store_task = match connect_store(&store, &keys).await {
+        Ok(()) => {
+            lifecycle.store_reached();
+            tracing::info!(backend = store.backend(), "runtime store ready");
+            None
+        }
+        Err(e) if e.is_unreachable() && matches!(store, Store::Postgres(_)) => {
+            tracing::error!(
+                error = %e,
+                "runtime database unreachable; serving /livez, /readyz (503) and /healthz meanwhile, and \
+                 retrying in the background"
+            );
+            lifecycle.store_failed(format!("store: {e}"));
+            Some(tokio::spawn(retry_store(
+                store.clone(),
+                keys.clone(),
+                lifecycle.clone(),
+                background.clone(),
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
     let state_backend = StateBackend::open(settings.state_url.as_ref().map(|u| u.expose())).await?;
     tracing::info!(backend = state_backend.name(), "state backend ready");
     let breakers = Breakers::new(state_backend);
 
     let shutdown = CancellationToken::new();
-    // Background writers stop only after the servers have drained, so
-    // nothing in-flight loses its usage record.
-    let background = CancellationToken::new();
     // The data plane's runtimes outlive everything else: connections (to
     // the database, to Redis) opened from a request stay usable until the
     // end.
@@ -241,6 +263,9 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     background.cancel();
     let _ = usage_writer.await;
     let _ = refresher.await;
+    if let Some(t) = store_task {
+        let _ = t.await;
+    }
     let _ = budgets.await;
     if let Some(r) = retention {
         let _ = r.await;
@@ -249,6 +274,56 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     linger.cancel();
     tracing::info!("stopped");
     result
+}
+
+/// Reaches the store (one fresh connection, so the error names the real
+/// cause), applies migrations and loads the key table.
+async fn connect_store(store: &Store, keys: &KeyCache) -> Result<(), crate::store::StoreError> {
+    store.reach().await?;
+    store.migrate().await?;
+    keys.init().await
+}
+
+/// First retry after this long; doubled after each failure up to
+/// `STORE_RETRY_MAX`.
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(500);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Retries [`connect_store`] with backoff until it succeeds (the replica
+/// turns ready) or relay stops. Each failure is kept for `/readyz`.
+async fn retry_store(
+    store: Store,
+    keys: Arc<KeyCache>,
+    lifecycle: Arc<Lifecycle>,
+    stop: CancellationToken,
+) {
+    let mut wait = STORE_RETRY_FIRST;
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        match connect_store(&store, &keys).await {
+            Ok(()) => {
+                lifecycle.store_reached();
+                tracing::info!(
+                    backend = store.backend(),
+                    "runtime store reached; relay keys loaded, ready"
+                );
+                return;
+            }
+            Err(e) => {
+                let text = format!("store: {e}");
+                if text != last {
+                    tracing::warn!(error = %e, retry_in = ?wait, "runtime database still unreachable");
+                    last.clone_from(&text);
+                }
+                lifecycle.store_failed(text);
+            }
+        }
+        wait = (wait * 2).min(STORE_RETRY_MAX);
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {

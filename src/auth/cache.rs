@@ -8,7 +8,7 @@
 //! deleting a key takes effect everywhere within a second.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -58,31 +58,55 @@ type Table = FxHashMap<[u8; 32], Arc<KeyEntry>>;
 
 pub struct KeyCache {
     table: ArcSwap<Table>,
-    hasher: KeyHasher,
+    /// Set once the store has answered (the pepper lives there).
+    hasher: OnceLock<KeyHasher>,
+    /// `i64::MIN` until the table was loaded once.
     epoch: AtomicI64,
     store: Store,
 }
 
 impl KeyCache {
     pub async fn load(store: Store) -> Result<KeyCache, StoreError> {
-        let pepper = store.key_pepper().await?;
-        let cache = KeyCache {
-            table: ArcSwap::from_pointee(Table::default()),
-            hasher: KeyHasher::new(&pepper),
-            epoch: AtomicI64::new(i64::MIN),
-            store,
-        };
-        cache.refresh().await?;
+        let cache = KeyCache::unloaded(store);
+        cache.init().await?;
         Ok(cache)
     }
 
-    pub fn hasher(&self) -> &KeyHasher {
-        &self.hasher
+    /// An empty table that answers nothing until [`KeyCache::init`]
+    /// succeeds (relay started while the store was down).
+    pub fn unloaded(store: Store) -> KeyCache {
+        KeyCache {
+            table: ArcSwap::from_pointee(Table::default()),
+            hasher: OnceLock::new(),
+            epoch: AtomicI64::new(i64::MIN),
+            store,
+        }
+    }
+
+    /// Reads the pepper and loads the table.
+    pub async fn init(&self) -> Result<(), StoreError> {
+        if self.hasher.get().is_none() {
+            let pepper = self.store.key_pepper().await?;
+            let _ = self.hasher.set(KeyHasher::new(&pepper));
+        }
+        self.refresh().await?;
+        Ok(())
+    }
+
+    /// Whether the table was loaded from the store at least once: until
+    /// then every key would look unknown, so callers answer 503, not 401.
+    pub fn is_loaded(&self) -> bool {
+        self.epoch.load(Ordering::Acquire) != i64::MIN
+    }
+
+    /// `None` until the store has answered once.
+    pub fn hasher(&self) -> Option<&KeyHasher> {
+        self.hasher.get()
     }
 
     /// The entry for a plaintext key, if one exists.
     pub fn lookup(&self, plaintext: &str) -> Option<Arc<KeyEntry>> {
-        let hash = self.hasher.hash(plaintext);
+        let hash = self.hasher.get()?.hash(plaintext);
         self.table.load().get(&hash).cloned()
     }
 
@@ -147,6 +171,10 @@ impl KeyCache {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = poll.tick() => {}
+                }
+                // Until serve's store task has loaded it once.
+                if !cache.is_loaded() {
+                    continue;
                 }
                 match cache.refresh().await {
                     Ok(_) if failing => {

@@ -182,6 +182,9 @@ impl Gateway {
 
     /// Checks a presented relay key (401 on failure).
     pub fn authenticate(&self, presented: Option<&str>) -> Result<Arc<KeyEntry>, GatewayError> {
+        if !self.keys.is_loaded() {
+            return Err(GatewayError::NotReady);
+        }
         auth::authenticate(&self.keys, presented, now_ms()).map_err(GatewayError::Auth)
     }
 

@@ -170,8 +170,14 @@ async fn readyz(State(s): State<AppState>) -> Response {
     match s.lifecycle.readiness() {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(why) => {
-            let body =
+            let mut body =
                 json!({"status": "not_ready", "reason": why.label(), "message": why.message()});
+            if why == crate::lifecycle::NotReady::Store {
+                body["dependency"] = json!("store");
+                if let Some(e) = s.lifecycle.store_error() {
+                    body["error"] = json!(e.as_str());
+                }
+            }
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
@@ -181,6 +187,22 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn healthz(State(s): State<AppState>) -> Response {
     let snap = s.config.snapshot();
     let config = json!({ "revision": snap.revision, "loaded_at": crate::config::reload::timestamp(snap.loaded_at) });
+    // Not reached since start: the retry task's last error says why (a
+    // ping would only time out in the pool).
+    if !s.lifecycle.is_store_reached() {
+        let error = s
+            .lifecycle
+            .store_error()
+            .map_or_else(|| "not reached yet".to_string(), |e| e.as_str().to_string());
+        let body = json!({
+            "status": "unavailable",
+            "failing": ["database"],
+            "database": {"status": "error", "backend": s.store.backend(), "error": error},
+            "state": s.breakers.state().health().await,
+            "config": config,
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     let db = tokio::time::timeout(Duration::from_secs(2), s.store.ping()).await;
     let database = match &db {
         Ok(Ok(())) => json!({"status": "ok", "backend": s.store.backend()}),
