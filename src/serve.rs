@@ -50,6 +50,8 @@ pub struct ServeSettings {
     pub shutdown_timeout: Duration,
     /// Usage records older than this are pruned; `None` keeps them.
     pub usage_retention: Option<Duration>,
+    /// The access log: on/off and the sampled fraction of successes.
+    pub access_log: crate::gateway::AccessLog,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +176,10 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     let refresher = keys.spawn_refresher(background.clone());
     let (usage, usage_writer) = usage::spawn_writer(store.clone(), background.clone());
     let reloader = watch::spawn(handle.clone(), shutdown.clone());
-    let gateway = Arc::new(Gateway::new(handle.clone(), keys, breakers.clone(), usage));
+    let gateway = Arc::new(
+        Gateway::new(handle.clone(), keys, breakers.clone(), usage)
+            .with_access_log(settings.access_log),
+    );
     let budgets =
         gateway
             .budgets

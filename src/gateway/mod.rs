@@ -6,6 +6,7 @@
 //! and returns a `Reply` or a `GatewayError`; `http` turns those into
 //! responses.
 
+pub mod access;
 pub mod budget;
 mod error;
 mod limits;
@@ -20,6 +21,7 @@ use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
+pub use access::{AccessLog, RequestCtx};
 pub use error::GatewayError;
 pub use usage::UsageSink;
 
@@ -46,7 +48,8 @@ struct Call<'a> {
     model: &'a Model,
     stream: bool,
     started: Instant,
-    key: &'a KeyEntry,
+    key: &'a Arc<KeyEntry>,
+    ctx: &'a Arc<RequestCtx>,
 }
 
 /// How an attempt failed.
@@ -96,6 +99,7 @@ pub struct Gateway {
     usage: UsageSink,
     pub budgets: Arc<budget::Budgets>,
     pub metrics: Arc<Metrics>,
+    pub access_log: AccessLog,
 }
 
 /// Everything needed to record one call's usage, whenever it ends.
@@ -108,6 +112,13 @@ struct Ticket {
     limit: Option<limits::Held>,
     recorded: bool,
     metrics: Arc<Metrics>,
+    ctx: Arc<RequestCtx>,
+    key: Arc<KeyEntry>,
+    access_log: AccessLog,
+    /// Until the upstream's response head, for the answering attempt.
+    upstream: Option<Duration>,
+    /// The host key that answered (only kept when the access log is on).
+    host_key: Option<String>,
 }
 
 /// Status recorded when the client went away before the reply was done.
@@ -124,6 +135,14 @@ impl Drop for Ticket {
 }
 
 impl Ticket {
+    /// The attempt that answered: for the access line.
+    fn answered_by(&mut self, log: &AccessLog, key: &HostKey, upstream: Duration) {
+        self.upstream = Some(upstream);
+        if log.enabled {
+            self.host_key = Some(key.name.clone());
+        }
+    }
+
     fn finish(mut self, status: u16, usage: Option<Usage>) {
         self.record(status, usage);
     }
@@ -158,6 +177,27 @@ impl Ticket {
         let binding = self.row.binding.as_deref();
         self.metrics
             .record_call(&self.row.model, binding, status, elapsed, u);
+        if self.access_log.wants(status) {
+            access::emit(
+                &self.ctx,
+                &access::Line {
+                    key_id: self.row.key_id.as_deref(),
+                    key_name: self.key.name.as_deref(),
+                    model: Some(&self.row.model),
+                    binding,
+                    host: self.row.host.as_deref(),
+                    host_key: self.host_key.as_deref(),
+                    status,
+                    attempts: self.ctx.attempts(),
+                    latency: elapsed,
+                    upstream: self.upstream,
+                    input_tokens: u.input_tokens,
+                    output_tokens: u.output_tokens,
+                    streamed: self.row.streamed,
+                    path: None,
+                },
+            );
+        }
         self.usage.record(std::mem::take(&mut self.row));
     }
 }
@@ -177,7 +217,14 @@ impl Gateway {
             usage,
             budgets: Arc::default(),
             metrics: Arc::new(Metrics::new()),
+            access_log: AccessLog::default(),
         }
+    }
+
+    /// Access-log settings (on, every request, by default).
+    pub fn with_access_log(mut self, access_log: AccessLog) -> Gateway {
+        self.access_log = access_log;
+        self
     }
 
     /// Checks a presented relay key (401 on failure).
@@ -236,12 +283,51 @@ impl Gateway {
     /// limits, then attempts in plan order until one succeeds. A failure
     /// that is the key's fault (or the upstream's) moves on to the next key,
     /// then the next binding, before the client has seen a byte.
+    ///
+    /// `ctx` carries the request's ids (passed upstream, recorded in usage)
+    /// and who writes its access line: the usage record when there is one,
+    /// else this function for a call refused before any.
     pub async fn call(
         &self,
         endpoint: Endpoint,
         key: Arc<KeyEntry>,
         headers: &HeaderMap,
         body: Bytes,
+        ctx: &Arc<RequestCtx>,
+    ) -> Result<Reply, GatewayError> {
+        let result = self
+            .call_inner(endpoint, &key, headers, body.clone(), ctx)
+            .await;
+        if let Err(e) = &result {
+            let status = e.status().as_u16();
+            if self.access_log.wants(status) && ctx.claim_log() {
+                // An error path only: the model is read again from the body.
+                let obj = RawObject::parse(&body).ok();
+                let model = obj.as_ref().and_then(|o| o.str("model").ok().flatten());
+                access::emit(
+                    ctx,
+                    &access::Line {
+                        key_id: Some(&key.id),
+                        key_name: key.name.as_deref(),
+                        model: model.as_deref(),
+                        status,
+                        attempts: ctx.attempts(),
+                        latency: ctx.started.elapsed(),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        result
+    }
+
+    async fn call_inner(
+        &self,
+        endpoint: Endpoint,
+        key: &Arc<KeyEntry>,
+        headers: &HeaderMap,
+        body: Bytes,
+        ctx: &Arc<RequestCtx>,
     ) -> Result<Reply, GatewayError> {
         let started = Instant::now();
         let snap = self.config.snapshot();
@@ -276,7 +362,8 @@ impl Gateway {
             model,
             stream,
             started,
-            key: &key,
+            key,
+            ctx,
         };
         let attempts = match plan::plan(&snap, model, &self.breakers, admission.as_ref()).await {
             Ok(a) => a,
@@ -327,6 +414,7 @@ impl Gateway {
             if attempt.probe && !self.breakers.claim_probe(&attempt.key.fingerprint).await {
                 continue;
             }
+            ctx.count_attempt();
             match self.attempt(&call, attempt, left, &mut limit).await {
                 Ok(reply) => {
                     self.breakers
@@ -477,6 +565,7 @@ impl Gateway {
             host,
             host_key,
             call.headers,
+            &call.ctx.header,
             upstream_body,
         );
         let sent_at = Instant::now();
@@ -503,8 +592,9 @@ impl Gateway {
                 ));
             }
         };
+        let upstream_latency = sent_at.elapsed();
         self.metrics
-            .record_upstream(&call.model.name, &binding.name, sent_at.elapsed());
+            .record_upstream(&call.model.name, &binding.name, upstream_latency);
         let status = response.status;
         if !status.is_success() {
             let upstream_headers = std::mem::take(&mut response.headers);
@@ -527,7 +617,8 @@ impl Gateway {
             if failure.class == FailureClass::ClientError {
                 self.metrics
                     .record_upstream_error(&host.name, &host_key.name, failure.class);
-                let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+                let mut ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+                ticket.answered_by(&self.access_log, host_key, upstream_latency);
                 ticket.finish(status.as_u16(), None);
                 return Err(final_err(err));
             }
@@ -565,11 +656,8 @@ impl Gateway {
                     ));
                 }
             };
-            let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
-            reply_headers.insert(
-                HeaderName::from_static("x-request-id"),
-                header_value(&ticket.row.request_id),
-            );
+            let mut ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+            ticket.answered_by(&self.access_log, host_key, upstream_latency);
             reply_headers.insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("text/event-stream"),
@@ -639,11 +727,8 @@ impl Gateway {
                 return Err(Outcome::Retry(protocol_error(detail), failure));
             }
         };
-        let ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
-        reply_headers.insert(
-            HeaderName::from_static("x-request-id"),
-            header_value(&ticket.row.request_id),
-        );
+        let mut ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+        ticket.answered_by(&self.access_log, host_key, upstream_latency);
         let parsed = match adapter {
             Protocol::OpenAi => openai::response_usage(&body),
             Protocol::Anthropic => anthropic::response_usage(&body),
@@ -719,12 +804,15 @@ impl Gateway {
         route: Option<(&Binding, &Host)>,
         limit: Option<limits::Held>,
     ) -> Ticket {
+        // The usage record writes the access line, whenever it is written.
+        call.ctx.claim_log();
         Ticket {
             usage: self.usage.clone(),
             started: call.started,
             row: UsageRow {
                 at: now_ms(),
-                request_id: request_id(),
+                request_id: call.ctx.id.clone(),
+                client_request_id: call.ctx.client_id(),
                 key_id: Some(call.key.id.clone()),
                 model: call.model.name.clone(),
                 binding: route.map(|(b, _)| b.name.clone()),
@@ -742,6 +830,11 @@ impl Gateway {
             limit,
             recorded: false,
             metrics: self.metrics.clone(),
+            ctx: call.ctx.clone(),
+            key: call.key.clone(),
+            access_log: self.access_log,
+            upstream: None,
+            host_key: None,
         }
     }
 }
@@ -755,6 +848,7 @@ fn upstream_request(
     host: &Host,
     key: &HostKey,
     client_headers: &HeaderMap,
+    request_id: &HeaderValue,
     body: Vec<u8>,
 ) -> upstream::Request {
     let uri = match endpoint {
@@ -766,7 +860,8 @@ fn upstream_request(
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
     let h = req.headers_mut();
-    h.reserve(6 + host.extra_headers.len());
+    h.reserve(7 + host.extra_headers.len());
+    h.insert(HeaderName::from_static("x-request-id"), request_id.clone());
     h.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -851,16 +946,4 @@ async fn read_limited(mut response: upstream::Body) -> Result<Bytes, String> {
             Err(e) => return Err(format!("reading the upstream response failed: {e}")),
         }
     }
-}
-
-fn request_id() -> String {
-    use rand::distributions::{Alphanumeric, DistString};
-    format!(
-        "req_{}",
-        Alphanumeric.sample_string(&mut rand::thread_rng(), 20)
-    )
-}
-
-fn header_value(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }

@@ -12,10 +12,16 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
 
+use std::sync::Arc;
+
+use axum::middleware::Next;
+
 use super::error::{json_response, render_gateway_error};
 use super::AppState;
 use crate::adapters::Protocol;
-use crate::gateway::{Endpoint, Reply, ReplyBody};
+use crate::gateway::{access, Endpoint, Reply, ReplyBody, RequestCtx};
+
+const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
 
 /// Largest request body accepted (Anthropic's own limit is 32 MB).
 pub const MAX_REQUEST_BYTES: usize = 32 << 20;
@@ -35,7 +41,41 @@ pub fn router(state: AppState) -> Router {
         .route("/openai/v1/models", get(models))
         .route("/anthropic/v1/models", get(models))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_id,
+        ))
         .with_state(state)
+}
+
+/// Every data-plane response carries `x-request-id` (the client's own when
+/// acceptable, else one relay minted), errors included; requests that never
+/// reached a call (401, 413, unknown routes, not ready) get their access
+/// line here.
+async fn request_id(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let ctx = Arc::new(RequestCtx::new(req.headers().get(REQUEST_ID)));
+    // Probes are polled every few seconds: no access line for them.
+    let probe = matches!(req.uri().path(), "/livez" | "/readyz" | "/healthz");
+    // A `Uri` clone shares its bytes: nothing is copied per request.
+    let uri = (!probe && s.gateway.access_log.enabled).then(|| req.uri().clone());
+    req.extensions_mut().insert(ctx.clone());
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(REQUEST_ID, ctx.header.clone());
+    let status = resp.status().as_u16();
+    if let Some(uri) = uri {
+        if s.gateway.access_log.wants(status) && ctx.claim_log() {
+            access::emit(
+                &ctx,
+                &access::Line {
+                    status,
+                    latency: ctx.started.elapsed(),
+                    path: Some(uri.path()),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+    resp
 }
 
 async fn chat(State(s): State<AppState>, req: Request) -> Response {
@@ -72,7 +112,15 @@ async fn inference(s: AppState, endpoint: Endpoint, req: Request) -> Response {
             )
         }
     };
-    match s.gateway.call(endpoint, key, &parts.headers, body).await {
+    let ctx = match parts.extensions.get::<Arc<RequestCtx>>() {
+        Some(c) => c.clone(),
+        None => Arc::new(RequestCtx::new(parts.headers.get(REQUEST_ID))),
+    };
+    match s
+        .gateway
+        .call(endpoint, key, &parts.headers, body, &ctx)
+        .await
+    {
         Ok(reply) => reply_response(reply),
         Err(e) => render_gateway_error(protocol, e),
     }

@@ -23,6 +23,9 @@ pub struct UsageRow {
     pub cache_write_tokens: i64,
     pub cost_usd: f64,
     pub streamed: bool,
+    /// The client's own `x-request-id`, when it sent a valid one (not
+    /// unique); `request_id` is relay's.
+    pub client_request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -97,9 +100,10 @@ pub struct UsagePoint {
 
 const COLUMNS: &str =
     "at, request_id, key_id, model, binding, host, status, latency_ms, input_tokens, \
-                       output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, streamed";
+                       output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, streamed, \
+                       client_request_id";
 
-/// Most rows one usage INSERT carries (14 parameters each, well inside
+/// Most rows one usage INSERT carries (15 parameters each, well inside
 /// SQLite's and PostgreSQL's limits).
 const INSERT_CHUNK: usize = 128;
 
@@ -143,7 +147,8 @@ impl Store {
                         .push_bind(r.cache_read_tokens)
                         .push_bind(r.cache_write_tokens)
                         .push_bind(r.cost_usd)
-                        .push_bind(r.streamed);
+                        .push_bind(r.streamed)
+                        .push_bind(&r.client_request_id);
                 });
                 qb.build().execute(&mut *tx).await?;
             }

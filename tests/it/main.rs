@@ -18,6 +18,7 @@ mod mock_selftest;
 mod mock_upstream;
 mod proxy;
 mod reload;
+mod request_id;
 mod retention;
 mod schemas;
 mod sdk;

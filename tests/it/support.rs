@@ -38,6 +38,8 @@ const RELAY_VARS: &[&str] = &[
     "RELAY_SHUTDOWN_TIMEOUT",
     "RELAY_PROBE_URL",
     "RELAY_USAGE_RETENTION",
+    "RELAY_ACCESS_LOG",
+    "RELAY_ACCESS_LOG_SAMPLE",
 ];
 
 /// A `relay` command with a clean environment.
