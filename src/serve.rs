@@ -169,6 +169,8 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     let breakers = Breakers::new(state_backend);
 
     let shutdown = CancellationToken::new();
+    // At the shutdown deadline: in-flight streams end with an error event.
+    let cutoff = CancellationToken::new();
     // The data plane's runtimes outlive everything else: connections (to
     // the database, to Redis) opened from a request stay usable until the
     // end.
@@ -178,7 +180,8 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     let reloader = watch::spawn(handle.clone(), shutdown.clone());
     let gateway = Arc::new(
         Gateway::new(handle.clone(), keys, breakers.clone(), usage)
-            .with_access_log(settings.access_log),
+            .with_access_log(settings.access_log)
+            .with_cutoff(cutoff.clone()),
     );
     let budgets =
         gateway
@@ -253,14 +256,21 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
         shutdown.cancelled().await;
         tokio::time::sleep(settings.shutdown_timeout).await;
     };
+    let mut servers_done = std::pin::pin!(servers_done);
     let result = tokio::select! {
-        r = servers_done => r,
+        r = &mut servers_done => r,
         () = deadline => {
             tracing::warn!(
                 timeout = ?settings.shutdown_timeout,
                 "in-flight requests did not finish within RELAY_SHUTDOWN_TIMEOUT; closing them"
             );
-            Ok(())
+            // Streams send their protocol's error event and queue their
+            // usage records; the connections then close. Whatever is still
+            // running after a short grace is dropped.
+            cutoff.cancel();
+            tokio::time::timeout(CUTOFF_GRACE, &mut servers_done)
+                .await
+                .unwrap_or(Ok(()))
         }
     };
     drain.abort();
@@ -280,6 +290,10 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     tracing::info!("stopped");
     result
 }
+
+/// After the shutdown deadline: how long cut streams get to send their
+/// final event (their usage is queued as they end, then written).
+const CUTOFF_GRACE: Duration = Duration::from_secs(1);
 
 /// Reaches the store (one fresh connection, so the error names the real
 /// cause), applies migrations and loads the key table.

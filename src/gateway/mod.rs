@@ -100,6 +100,8 @@ pub struct Gateway {
     pub budgets: Arc<budget::Budgets>,
     pub metrics: Arc<Metrics>,
     pub access_log: AccessLog,
+    /// Cancelled at the shutdown deadline: in-flight streams end.
+    cutoff: tokio_util::sync::CancellationToken,
 }
 
 /// Everything needed to record one call's usage, whenever it ends.
@@ -218,7 +220,15 @@ impl Gateway {
             budgets: Arc::default(),
             metrics: Arc::new(Metrics::new()),
             access_log: AccessLog::default(),
+            cutoff: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Streams still running when `cutoff` is cancelled end with the
+    /// client protocol's error event (and are recorded).
+    pub fn with_cutoff(mut self, cutoff: tokio_util::sync::CancellationToken) -> Gateway {
+        self.cutoff = cutoff;
+        self
     }
 
     /// Access-log settings (on, every request, by default).
@@ -683,27 +693,35 @@ impl Gateway {
             let breakers = self.breakers.clone();
             let (fingerprint, settings) = (host_key.fingerprint.clone(), host.breaker);
             let names = (host.name.clone(), host_key.name.clone());
-            let body = stream::relay(first, upstream, watch, client, move |status, usage| {
-                if status == stream::BROKEN_STREAM {
-                    let class = FailureClass::ServerError;
-                    ticket
-                        .metrics
-                        .record_upstream_error(&names.0, &names.1, class);
-                }
-                ticket.finish(status, usage);
-                if status == stream::BROKEN_STREAM {
-                    let failure = Failure {
-                        class: FailureClass::ServerError,
-                        retry_after: None,
-                    };
-                    tokio::spawn(async move {
-                        let names = (names.0.as_str(), names.1.as_str());
-                        breakers
-                            .record_failure(&fingerprint, &failure, &settings, names)
-                            .await;
-                    });
-                }
-            });
+            let cutoff = self.cutoff.clone();
+            let body = stream::relay(
+                first,
+                upstream,
+                watch,
+                client,
+                cutoff,
+                move |status, usage| {
+                    if status == stream::BROKEN_STREAM {
+                        let class = FailureClass::ServerError;
+                        ticket
+                            .metrics
+                            .record_upstream_error(&names.0, &names.1, class);
+                    }
+                    ticket.finish(status, usage);
+                    if status == stream::BROKEN_STREAM {
+                        let failure = Failure {
+                            class: FailureClass::ServerError,
+                            retry_after: None,
+                        };
+                        tokio::spawn(async move {
+                            let names = (names.0.as_str(), names.1.as_str());
+                            breakers
+                                .record_failure(&fingerprint, &failure, &settings, names)
+                                .await;
+                        });
+                    }
+                },
+            );
             return Ok(Reply {
                 status,
                 headers: reply_headers,

@@ -9,6 +9,8 @@
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{BoxStream, StreamExt};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::adapters::translate::StreamTranslator;
 use crate::adapters::{anthropic, openai, sse, Protocol, Seen, Usage};
 use crate::upstream::{self, TransportError};
@@ -77,11 +79,17 @@ struct State<F: FnOnce(u16, Option<Usage>)> {
     end: OnEnd<F>,
     client: Protocol,
     finished: bool,
+    /// Cancelled at the shutdown deadline: the stream ends with the
+    /// protocol's error event and its usage is recorded.
+    cutoff: CancellationToken,
 }
 
 /// Status recorded for a stream cut before its terminal event (the client
 /// already has a 200; this is for usage records and metrics).
 pub(super) const BROKEN_STREAM: u16 = 502;
+/// Status recorded for a stream cut at the shutdown deadline (not the
+/// upstream's fault: no breaker failure).
+pub(super) const SHUTDOWN_CUT: u16 = 503;
 /// Status recorded when the client went away before the end.
 const CLIENT_CLOSED: u16 = 499;
 
@@ -93,6 +101,7 @@ pub fn relay<F>(
     upstream: upstream::Body,
     watch: Watch,
     client: Protocol,
+    cutoff: CancellationToken,
     done: F,
 ) -> BoxStream<'static, Result<Bytes, std::io::Error>>
 where
@@ -108,13 +117,28 @@ where
         },
         client,
         finished: false,
+        cutoff,
     };
     futures_util::stream::unfold(state, |mut st| async move {
         loop {
             if st.finished {
                 return None;
             }
-            match st.upstream.next().await {
+            let next = tokio::select! {
+                biased;
+                () = st.cutoff.cancelled() => None,
+                n = st.upstream.next() => Some(n),
+            };
+            let Some(next) = next else {
+                tracing::warn!("shutdown deadline: ending an in-flight stream with an error event");
+                let out = fail(
+                    &mut st,
+                    "relay is shutting down and this stream did not finish in time (RELAY_SHUTDOWN_TIMEOUT); retry the request",
+                );
+                st.end.status = SHUTDOWN_CUT;
+                return Some((Ok(out), st));
+            };
+            match next {
                 Some(Ok(chunk)) => {
                     st.splitter.push(&chunk);
                     let mut out = BytesMut::new();

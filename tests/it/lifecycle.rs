@@ -473,3 +473,73 @@ async fn starts_while_redis_is_down_on_local_state_and_connects_later() {
         .await;
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_the_shutdown_deadline_end_with_an_error_event_and_are_recorded() {
+    let mut s = Stack::start_with(Db::Sqlite, |b| {
+        b.env("RELAY_DRAIN_DELAY", "0s")
+            .env("RELAY_SHUTDOWN_TIMEOUT", "700ms")
+    })
+    .await;
+    let mut openai = chat("[[fault:stall-stream:30000]] a long generation");
+    openai["stream"] = json!(true);
+    let anthropic = json!({
+        "model": "claude-test", "max_tokens": 50, "stream": true,
+        "messages": [{"role": "user", "content": "[[fault:stall-stream:30000]] a long generation"}]
+    });
+    let mut streams = Vec::new();
+    for (path, body) in [
+        ("/v1/chat/completions", openai),
+        ("/v1/messages", anthropic),
+    ] {
+        let r = s
+            .relay
+            .http
+            .post(s.relay.data(path))
+            .bearer_auth(&s.key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        streams.push(tokio::spawn(async move { r.text().await.unwrap() }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.relay.signal("TERM");
+    let openai = tokio::time::timeout(Duration::from_secs(5), streams.remove(0))
+        .await
+        .expect("the OpenAI stream was not ended")
+        .unwrap();
+    let anthropic = tokio::time::timeout(Duration::from_secs(5), streams.remove(0))
+        .await
+        .expect("the Anthropic stream was not ended")
+        .unwrap();
+    assert!(!openai.contains("[DONE]"), "{openai}");
+    let last = openai.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(
+        last.starts_with("data: {\"error\"") && last.contains("shutting down"),
+        "{openai}"
+    );
+    let events = crate::support::sse_events(&anthropic);
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("error"),
+        "{anthropic}"
+    );
+    assert!(!events.iter().any(|e| e == "message_stop"), "{anthropic}");
+    wait_exit(&mut s.relay, Duration::from_secs(5));
+
+    // Both were written to the store before relay exited.
+    let store = relay::store::Store::open(None, &s.cfg.data_dir())
+        .await
+        .unwrap();
+    let (totals, records) = store
+        .usage_report(&relay::store::UsageQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(totals.requests, 2, "{records:?}\n{}", s.relay.logs());
+    assert!(
+        records.iter().all(|r| r.status == 503 && r.streamed),
+        "{records:?}"
+    );
+}

@@ -396,5 +396,5 @@ async fn the_access_log_can_be_turned_off_or_sampled() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("RELAY_ACCESS_LOG_SAMPLE"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--access-log-sample"));
 }
