@@ -354,7 +354,7 @@ impl Gateway {
             && obj
                 .flag("stream")
                 .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
-        let model = Self::resolve(&snap, &key, &requested)?;
+        let model = Self::resolve(&snap, key, &requested)?;
         // `resolve` has checked the grant, so the policy exists.
         let policy = snap.policy(&key.policy);
         if let Some(policy) = policy {
@@ -362,7 +362,7 @@ impl Gateway {
                 return Err(self.refused(model, started, err));
             }
         }
-        let admission = policy.and_then(|p| Self::admission(p, &key, &obj, body.len()));
+        let admission = policy.and_then(|p| Self::admission(p, key, &obj, body.len()));
 
         let call = Call {
             endpoint,
