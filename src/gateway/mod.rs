@@ -440,6 +440,7 @@ impl Gateway {
                 }
                 Err(Outcome::Retry(err, failure)) => {
                     tracing::warn!(
+                        request_id = ctx.visible(),
                         host = %attempt.host.name, key = %attempt.key.name, class = failure.class.as_str(),
                         error = %err, "upstream attempt failed; trying the next key"
                     );
@@ -584,6 +585,10 @@ impl Gateway {
             .send(host.connect_timeout, request, budget)
             .await
             .map_err(|e| {
+                tracing::warn!(
+                    request_id = call.ctx.visible(), host = %host.name, error = %e,
+                    "upstream unreachable"
+                );
                 final_err(GatewayError::UpstreamUnreachable {
                     host: host.name.clone(),
                     detail: e.to_string(),
