@@ -398,3 +398,26 @@ async fn the_access_log_can_be_turned_off_or_sampled() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--access-log-sample"));
 }
+
+#[tokio::test]
+async fn an_oversized_body_refused_before_upload_carries_the_id_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup(|b| b).await;
+    let addr = s.relay.data_url.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Declares 40 MB and sends none of it: refused from the header alone.
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 40000000\r\nx-request-id: big-body-1\r\n\r\n",
+        s.key
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    assert!(text.starts_with("http/1.1 413"), "{text}");
+    assert!(text.contains("x-request-id: big-body-1"), "{text}");
+}
