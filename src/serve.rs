@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::KeyCache;
 use crate::config::reload::LoadFailure;
 use crate::config::{watch, ConfigHandle, Problem};
 use crate::gateway::{usage, Gateway};
+use crate::http::conn::{Plane, Slot};
 use crate::http::{self, AppState};
 use crate::lifecycle::Lifecycle;
 use crate::secrets::{MasterKey, Secret};
@@ -52,6 +52,12 @@ pub struct ServeSettings {
     pub usage_retention: Option<Duration>,
     /// The access log: on/off and the sampled fraction of successes.
     pub access_log: crate::gateway::AccessLog,
+    /// Timeouts and connection cap of the data plane.
+    pub data_limits: http::conn::ConnLimits,
+    /// Timeouts and connection cap of the control plane.
+    pub control_limits: http::conn::ConnLimits,
+    /// Bytes of request bodies the data plane holds at once.
+    pub body_budget: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,32 +209,45 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
         breakers,
         lifecycle: lifecycle.clone(),
         metrics_token: settings.metrics_token.map(Arc::new),
+        body_budget: Arc::new(http::body::BodyBudget::new(settings.body_budget)),
     };
 
     let data_addr = SocketAddr::new(settings.bind, settings.port);
     let data = bind(data_addr).await?;
     tracing::info!("data plane listening on http://{}", data.local_addr()?);
     let mut servers = tokio::task::JoinSet::new();
+    http::conn::raise_nofile_limit();
     servers.spawn(serve_data(
         data,
-        http::data::router(state.clone()),
+        Plane::new(
+            "data",
+            "RELAY_MAX_CONNECTIONS",
+            settings.data_limits,
+            http::data::router(state.clone()),
+        ),
         shutdown.clone(),
         linger.clone(),
     ));
 
     match settings.control_port {
         Some(port) => {
+            let shutdown_control = shutdown.clone();
             let addr = SocketAddr::new(settings.control_bind, port);
             let control = bind(addr).await?;
             tracing::info!(
                 "control plane listening on http://{}",
                 control.local_addr()?
             );
-            servers.spawn(serve(
-                control,
+            let plane = Plane::new(
+                "control",
+                "RELAY_CONTROL_MAX_CONNECTIONS",
+                settings.control_limits,
                 http::control::router(state.clone()),
-                shutdown.clone(),
-            ));
+            );
+            servers.spawn(async move {
+                http::conn::run(control, plane, shutdown_control).await;
+                Ok(())
+            });
         }
         None => tracing::info!("control plane disabled (RELAY_CONTROL_PORT=off)"),
     }
@@ -351,44 +370,25 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|err| ServeError::Bind { addr, err })
 }
 
-async fn serve(
-    listener: TcpListener,
-    app: axum::Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    // Without TCP_NODELAY a response written in two pieces waits out the
-    // peer's delayed ACK (~40 ms).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    // Connect info (one extension per connection): login rate limiting
-    // counts failures per client address.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
-}
-
 /// The data plane: one single-threaded runtime per core, each serving the
 /// connections the acceptor hands it (round robin). A connection's request,
 /// its upstream call and the upstream connection's task then run on one
 /// thread, instead of waking each other across a work-stealing pool's
-/// threads several times per request.
+/// threads several times per request. Accepting, the connection cap and
+/// the timeouts are `http::conn`'s.
 async fn serve_data(
     listener: TcpListener,
-    app: axum::Router,
+    plane: Plane,
     shutdown: CancellationToken,
     linger: CancellationToken,
 ) -> std::io::Result<()> {
-    let addr = listener.local_addr()?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut workers = Vec::with_capacity(threads);
     let mut done = Vec::with_capacity(threads);
     for i in 0..threads {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let (app, shutdown, linger) = (app.clone(), shutdown.clone(), linger.clone());
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr, Slot)>();
+        let (plane, shutdown, linger) = (plane.clone(), shutdown.clone(), linger.clone());
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("relay-data-{i}"))
@@ -403,48 +403,32 @@ async fn serve_data(
                         return;
                     }
                 };
-                let result = rt.block_on(async move {
-                    axum::serve(Handed { rx, addr }, app)
-                        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                        .await
+                rt.block_on(async {
+                    // Until the acceptor stops (shutdown under way).
+                    while let Some((std, peer, slot)) = rx.recv().await {
+                        // Registered with this thread's runtime here.
+                        match TcpStream::from_std(std) {
+                            Ok(tcp) => plane.spawn(tcp, peer, slot, shutdown.clone()),
+                            Err(e) => tracing::warn!(error = %e, "cannot take over a connection"),
+                        }
+                    }
+                    plane.drained().await;
                 });
-                let _ = done_tx.send(result);
+                let _ = done_tx.send(Ok(()));
                 rt.block_on(linger.cancelled());
             })?;
         workers.push(tx);
         done.push(done_rx);
     }
     let mut next = 0;
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(c) => c,
-            Err(e) => {
-                // As axum does: a connection that failed while queued is
-                // nothing; anything else (e.g. out of descriptors) waits.
-                if !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionRefused
-                        | std::io::ErrorKind::ConnectionAborted
-                        | std::io::ErrorKind::ConnectionReset
-                ) {
-                    tracing::error!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-                continue;
-            }
-        };
-        // Without TCP_NODELAY a response written in two pieces waits out the
-        // peer's delayed ACK (~40 ms).
-        let _ = tcp.set_nodelay(true);
+    http::conn::accept(&listener, &plane, &shutdown, |tcp, peer, slot| {
         if let Ok(std) = tcp.into_std() {
-            let _ = workers[next].send((std, peer));
+            let _ = workers[next].send((std, peer, slot));
             next = (next + 1) % workers.len();
         }
-    }
+    })
+    .await;
+    drop(listener);
     drop(workers);
     let mut result = Ok(());
     for d in done {
@@ -455,35 +439,6 @@ async fn serve_data(
         }
     }
     result
-}
-
-/// Connections handed to one data plane thread by the acceptor.
-struct Handed {
-    rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
-    addr: SocketAddr,
-}
-
-impl axum::serve::Listener for Handed {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.rx.recv().await {
-                // Registered with this thread's runtime here.
-                Some((std, peer)) => match tokio::net::TcpStream::from_std(std) {
-                    Ok(tcp) => return (tcp, peer),
-                    Err(e) => tracing::warn!(error = %e, "cannot take over a connection"),
-                },
-                // The acceptor stopped: shutdown is under way.
-                None => std::future::pending::<()>().await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.addr)
-    }
 }
 
 /// SIGTERM/SIGINT: turn unready at once, keep serving for `delay` (load

@@ -39,8 +39,12 @@ pub fn error_event(message: &str) -> Bytes {
     ))
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
-struct WireUsage {
+/// The `usage` object of a Messages response or stream event: the one
+/// parser of Anthropic usage, shared by the passthrough (`response_usage`,
+/// `StreamWatch`) and the translator (`anthropic_wire`), so the same
+/// upstream bytes are counted and costed the same either way.
+#[derive(Deserialize, Default, Clone, Copy, Debug)]
+pub struct WireUsage {
     #[serde(default)]
     input_tokens: Option<u64>,
     #[serde(default)]
@@ -52,8 +56,9 @@ struct WireUsage {
 }
 
 impl WireUsage {
-    /// Later events override earlier counts field by field.
-    fn apply(self, u: &mut Usage) {
+    /// Later events override earlier counts field by field (`message_start`
+    /// then `message_delta`; absent or `null` fields keep what was known).
+    pub fn apply(self, u: &mut Usage) {
         if let Some(v) = self.input_tokens {
             u.input_tokens = v;
         }

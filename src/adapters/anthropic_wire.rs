@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::anthropic::WireUsage;
 use super::canonical::{
     arguments_object, compact_json, Effort, Event, Media, Message, Part, Request, Response, Role,
     Stop, ToolChoice, Untranslatable,
@@ -722,35 +723,7 @@ fn looks_personal(u: &str) -> bool {
 // Usage and stop reasons
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Deserialize, Default, Clone, Copy)]
-pub struct WireUsage {
-    #[serde(default)]
-    input_tokens: Option<u64>,
-    #[serde(default)]
-    output_tokens: Option<u64>,
-    #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
-    #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
-}
-
-impl WireUsage {
-    /// Later events override earlier counts field by field.
-    pub fn apply(self, u: &mut Usage) {
-        if let Some(v) = self.input_tokens {
-            u.input_tokens = v;
-        }
-        if let Some(v) = self.output_tokens {
-            u.output_tokens = v;
-        }
-        if let Some(v) = self.cache_read_input_tokens {
-            u.cache_read_tokens = v;
-        }
-        if let Some(v) = self.cache_creation_input_tokens {
-            u.cache_write_tokens = v;
-        }
-    }
-}
+// Usage is parsed by `anthropic::WireUsage`, the one Anthropic usage parser.
 
 #[derive(Serialize, Debug, PartialEq)]
 pub struct OutUsage {

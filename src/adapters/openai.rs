@@ -32,31 +32,52 @@ pub fn error_event(message: &str) -> Bytes {
     ))
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
-struct WireUsage {
+/// The `usage` object of a Chat Completions (or Embeddings) response or
+/// stream chunk: the one parser of OpenAI usage, shared by the passthrough
+/// (`response_usage`, `StreamWatch`) and the translator (`openai_wire`), so
+/// the same upstream bytes are counted and costed the same either way.
+/// Counts that are absent or `null` read as 0.
+#[derive(Deserialize, Default, Clone, Copy, Debug)]
+pub struct WireUsage {
     #[serde(default)]
-    prompt_tokens: u64,
+    prompt_tokens: Option<u64>,
     #[serde(default)]
-    completion_tokens: u64,
+    completion_tokens: Option<u64>,
     #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+/// OpenAI reports cache reads as `cached_tokens`; OpenAI-compatible servers
+/// that also report cache writes name them `cache_write_tokens` or
+/// `cache_creation_tokens` (wire-formats §3.6, O→A).
+#[derive(Deserialize, Default, Clone, Copy, Debug)]
 struct PromptDetails {
     #[serde(default)]
-    cached_tokens: u64,
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_tokens: Option<u64>,
 }
 
 impl From<WireUsage> for Usage {
     fn from(u: WireUsage) -> Usage {
-        let cached = u.prompt_tokens_details.map_or(0, |d| d.cached_tokens);
+        let d = u.prompt_tokens_details.unwrap_or_default();
+        let read = d.cached_tokens.unwrap_or(0);
+        let write = d
+            .cache_write_tokens
+            .unwrap_or(0)
+            .max(d.cache_creation_tokens.unwrap_or(0));
         Usage {
-            // OpenAI's prompt_tokens include the cached ones.
-            input_tokens: u.prompt_tokens.saturating_sub(cached),
-            output_tokens: u.completion_tokens,
-            cache_read_tokens: cached,
-            cache_write_tokens: 0,
+            // OpenAI's prompt_tokens include the cached (and cache-written)
+            // ones; relay's input_tokens exclude both.
+            input_tokens: u
+                .prompt_tokens
+                .unwrap_or(0)
+                .saturating_sub(read.saturating_add(write)),
+            output_tokens: u.completion_tokens.unwrap_or(0),
+            cache_read_tokens: read,
+            cache_write_tokens: write,
         }
     }
 }

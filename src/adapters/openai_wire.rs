@@ -10,6 +10,7 @@ use super::canonical::{
     short_hash, Effort, Event, JsonFormat, Media, Message, Part, Request, Response, Role, Stop,
     Tool, ToolChoice, Untranslatable,
 };
+use super::openai::WireUsage;
 use super::{sse, Usage};
 
 // ---------------------------------------------------------------------------------------------
@@ -741,38 +742,7 @@ pub fn encode_request(
 // Usage and stop reasons
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Deserialize, Default, Clone, Copy)]
-pub struct WireUsage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    #[serde(default)]
-    prompt_tokens_details: Option<PromptDetails>,
-}
-
-#[derive(Deserialize, Default, Clone, Copy)]
-struct PromptDetails {
-    #[serde(default)]
-    cached_tokens: u64,
-    #[serde(default)]
-    cache_write_tokens: u64,
-    #[serde(default)]
-    cache_creation_tokens: u64,
-}
-
-impl From<WireUsage> for Usage {
-    fn from(u: WireUsage) -> Usage {
-        let d = u.prompt_tokens_details.unwrap_or_default();
-        let write = d.cache_write_tokens.max(d.cache_creation_tokens);
-        Usage {
-            input_tokens: u.prompt_tokens.saturating_sub(d.cached_tokens + write),
-            output_tokens: u.completion_tokens,
-            cache_read_tokens: d.cached_tokens,
-            cache_write_tokens: write,
-        }
-    }
-}
+// Usage is parsed by `openai::WireUsage`, the one OpenAI usage parser.
 
 #[derive(Serialize, Debug, PartialEq)]
 pub struct OutUsage {

@@ -611,7 +611,8 @@ fn map_3_5_stop_reasons() {
 #[test]
 fn map_3_6_usage() {
     use crate::adapters::anthropic_wire::OutUsage as AUsage;
-    use crate::adapters::openai_wire::{OutUsage as OUsage, WireUsage};
+    use crate::adapters::openai::WireUsage;
+    use crate::adapters::openai_wire::OutUsage as OUsage;
     let u = Usage {
         input_tokens: 26,
         output_tokens: 48,

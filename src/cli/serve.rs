@@ -80,6 +80,32 @@ pub struct ServeArgs {
     /// the headers are ignored and the peer address counts.
     #[arg(long, env = "RELAY_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: crate::http::client_addr::TrustedProxies,
+    /// How long a client has to send a request's head (a new connection, or
+    /// the next request on a kept-alive one, once it has begun); then the
+    /// connection is closed.
+    #[arg(long, env = "RELAY_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection with no request in flight stays
+    /// open.
+    #[arg(long, env = "RELAY_IDLE_TIMEOUT", default_value = "75s", value_parser = positive_duration)]
+    pub idle_timeout: Duration,
+    /// How long a client has to send a request body after its head; only
+    /// while relay reads it (a long streamed response is never cut).
+    #[arg(long, env = "RELAY_BODY_TIMEOUT", default_value = "20s", value_parser = positive_duration)]
+    pub body_timeout: Duration,
+    /// Open connections the data plane holds; beyond, new ones get 503 with
+    /// `retry-after` and are closed.
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+    /// Open connections the control plane holds (separate from the data
+    /// plane's, so a flood on one does not starve the other).
+    #[arg(long, env = "RELAY_CONTROL_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub control_max_connections: u32,
+    /// Bytes of request bodies the data plane holds in memory at once, all
+    /// requests together (`256MiB`, `1GiB`, or a number of bytes); beyond,
+    /// 503 with `retry-after`; one body larger than this gets 413.
+    #[arg(long, env = "RELAY_BODY_BUDGET", default_value = "256MiB", value_parser = parse_bytes)]
+    pub body_budget: usize,
     #[command(flatten)]
     pub database: DatabaseArg,
     #[command(flatten)]
@@ -103,6 +129,41 @@ fn fraction(s: &str) -> Result<f64, String> {
                 "`{s}` is not a fraction between 0.0 and 1.0 (e.g. 0.1 logs one success in ten)"
             )
         })
+}
+
+/// A duration above zero, like `10s` or `500ms`.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s.trim()) {
+        Ok(d) if d.is_zero() => Err("must be longer than 0s".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "`{s}` is not a duration like `10s` or `500ms`: {e}"
+        )),
+    }
+}
+
+/// A size in bytes: a number, or a number with `KiB`, `MiB`, `GiB` (also
+/// `KB`/`MB`/`GB`, `K`/`M`/`G`, all powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => {
+            return Err(format!(
+                "`{s}` is not a size like `256MiB`, `1GiB` or `1048576`"
+            ))
+        }
+    };
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1usize << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{s}` is not a size above zero like `256MiB` or `1GiB`"))
 }
 
 /// A port number, or `off`.
@@ -152,6 +213,19 @@ pub fn run(args: ServeArgs) -> ExitCode {
             enabled: args.access_log,
             sample: args.access_log_sample,
         },
+        data_limits: crate::http::conn::ConnLimits {
+            header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
+            body_timeout: args.body_timeout,
+            max_connections: args.max_connections,
+        },
+        control_limits: crate::http::conn::ConnLimits {
+            header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
+            body_timeout: args.body_timeout,
+            max_connections: args.control_max_connections,
+        },
+        body_budget: args.body_budget,
     };
     let config_dir = settings.config_dir.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -174,5 +248,28 @@ pub fn run(args: ServeArgs) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_powers_of_1024() {
+        assert_eq!(parse_bytes("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_bytes("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("64k"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        for bad in ["", "0", "MiB", "12TB", "-1", "99999999999999999999GiB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timeouts_must_be_positive() {
+        assert_eq!(positive_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(positive_duration("0s").is_err());
+        assert!(positive_duration("soon").is_err());
     }
 }

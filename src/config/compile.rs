@@ -294,8 +294,13 @@ pub fn compile(
                 pricing: m.pricing.map(|p| Pricing {
                     input_per_mtok: p.input_per_mtok,
                     output_per_mtok: p.output_per_mtok,
+                    // Unset cache prices bill at the input price (stated in
+                    // the schema, the README and the dashboard; `validate`
+                    // warns for models routed through `anthropic`).
                     cache_read_per_mtok: p.cache_read_per_mtok.unwrap_or(p.input_per_mtok),
                     cache_write_per_mtok: p.cache_write_per_mtok.unwrap_or(p.input_per_mtok),
+                    cache_read_set: p.cache_read_per_mtok.is_some(),
+                    cache_write_set: p.cache_write_per_mtok.is_some(),
                 }),
                 routes: Vec::new(),
             }
@@ -317,6 +322,9 @@ pub fn compile(
                        `model: <name>` or enable an existing one"
                     .to_string();
             rep.at(d, Kind::Model, &m.name, "/name", Severity::Warning, msg);
+        }
+        if model_names.get(m.name.as_str()) == Some(&i) {
+            cache_price_warning(&docs.models[i], i, &bindings, &mut rep);
         }
     }
 
@@ -360,6 +368,52 @@ pub fn compile(
         host_index,
         policy_index,
     }
+}
+
+/// Warns when a model routed through an `anthropic` binding is priced but
+/// leaves a prompt-cache price unset: Anthropic reports cache reads and
+/// writes separately, and relay then bills them at the input price.
+fn cache_price_warning(
+    d: &Located<ModelSpec>,
+    model: ModelId,
+    bindings: &[Binding],
+    rep: &mut Reporter,
+) {
+    let Some(p) = d.spec.pricing else {
+        return;
+    };
+    let mut missing = Vec::new();
+    if p.cache_read_per_mtok.is_none() {
+        missing.push("`cache_read_per_mtok`");
+    }
+    if p.cache_write_per_mtok.is_none() {
+        missing.push("`cache_write_per_mtok`");
+    }
+    if missing.is_empty() {
+        return;
+    }
+    let Some(b) = bindings
+        .iter()
+        .find(|b| b.model == model && b.adapter == super::kinds::Adapter::Anthropic)
+    else {
+        return;
+    };
+    let msg = format!(
+        "model is routed through the anthropic binding `{}`, which reports prompt-cache reads and writes, but \
+         its pricing sets no {}: those tokens are billed at the input price (${} per M); set the cache prices \
+         from the provider's price list (Anthropic bills cache reads at 0.1x and writes at 1.25x the input price)",
+        b.name,
+        missing.join(" or "),
+        p.input_per_mtok
+    );
+    rep.at(
+        d,
+        Kind::Model,
+        &d.spec.name,
+        "/pricing",
+        Severity::Warning,
+        msg,
+    );
 }
 
 fn compile_policies(

@@ -142,11 +142,15 @@ pub struct PricingSpec {
     /// Price of one million output tokens.
     #[schemars(range(min = 0))]
     pub output_per_mtok: f64,
-    /// Price of one million input tokens read from the prompt cache.
+    /// Price of one million input tokens read from the prompt cache. Default
+    /// when unset: the input price (`input_per_mtok`); `relay validate` warns
+    /// when a model routed through an `anthropic` binding leaves it unset.
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub cache_read_per_mtok: Option<f64>,
-    /// Price of one million input tokens written to the prompt cache.
+    /// Price of one million input tokens written to the prompt cache. Default
+    /// when unset: the input price (`input_per_mtok`); `relay validate` warns
+    /// when a model routed through an `anthropic` binding leaves it unset.
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub cache_write_per_mtok: Option<f64>,

@@ -134,17 +134,14 @@ fn read_files(dir: &Path, files: &[PathBuf]) -> FilePart {
     };
     for path in files {
         let rel = path.strip_prefix(dir).unwrap_or(path).to_path_buf();
-        let bytes = match std::fs::read(path) {
+        let bytes = match source::read_file(path) {
             Ok(b) => b,
             // Deleted between listing and reading: a reload raced an edit; the
             // watcher fires again for it.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                part.problems.push(file_problem(
-                    &rel,
-                    Pos::default(),
-                    format!("cannot read file: {e}"),
-                ));
+            Err(source::ReadError::Gone) => continue,
+            Err(source::ReadError::Refused(message)) => {
+                part.problems
+                    .push(file_problem(&rel, Pos::default(), message));
                 continue;
             }
         };

@@ -194,8 +194,16 @@ pub struct Model {
 pub struct Pricing {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    /// Effective: the input price when the config sets none.
     pub cache_read_per_mtok: f64,
+    /// Effective: the input price when the config sets none.
     pub cache_write_per_mtok: f64,
+    /// Whether the config states `cache_read_per_mtok` (else it defaulted).
+    #[serde(skip)]
+    pub cache_read_set: bool,
+    /// Whether the config states `cache_write_per_mtok` (else it defaulted).
+    #[serde(skip)]
+    pub cache_write_set: bool,
 }
 
 #[derive(Debug)]

@@ -121,6 +121,90 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Largest config file read (a whole catalog of thousands of objects is a
+/// few MiB); anything bigger is a mistake or an attack, not config.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Why a discovered file was not read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// Vanished between listing and reading (an edit raced the reload).
+    Gone,
+    /// The problem to report, naming what the file is.
+    Refused(String),
+}
+
+/// A config file's bytes. Symlinks are followed (a ConfigMap mount is all
+/// symlinks), then the target must be a regular file of at most
+/// [`MAX_FILE_BYTES`]: checked before opening, so a FIFO, a device such as
+/// `/dev/zero` or a socket never blocks or grows a reload, and checked again
+/// on the opened file, whose read is bounded as well.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => ReadError::Gone,
+        _ => ReadError::Refused(format!("cannot read file: {e}")),
+    };
+    let check = |meta: &std::fs::Metadata| {
+        if !meta.is_file() {
+            return Err(ReadError::Refused(format!(
+                "not a regular file (it is {}); config files must be regular files or symlinks to them",
+                file_type_name(meta)
+            )));
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(too_big(meta.len()));
+        }
+        Ok(())
+    };
+    check(&std::fs::metadata(path).map_err(io)?)?;
+    let file = std::fs::File::open(path).map_err(io)?;
+    // Swapped for something else between the check and the open?
+    let meta = file.metadata().map_err(io)?;
+    check(&meta)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+fn too_big(len: u64) -> ReadError {
+    ReadError::Refused(format!(
+        "file is {:.1} MiB; config files are limited to {} MiB (split it, or remove what is not config)",
+        len as f64 / f64::from(1 << 20),
+        MAX_FILE_BYTES >> 20
+    ))
+}
+
+fn file_type_name(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
 fn is_yaml(path: &Path) -> bool {
     matches!(
         path.extension().and_then(|e| e.to_str()),

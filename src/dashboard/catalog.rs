@@ -54,9 +54,12 @@ fn pricing(p: &Option<Pricing>) -> Markup {
     html! {
         @match p {
             Some(p) => {
-                "$" (p.input_per_mtok) " in · $" (p.output_per_mtok) " out"
-                @if p.cache_read_per_mtok > 0.0 { " · $" (p.cache_read_per_mtok) " cache read" }
-                @if p.cache_write_per_mtok > 0.0 { " · $" (p.cache_write_per_mtok) " cache write" }
+                "$" (p.input_per_mtok) " in · $" (p.output_per_mtok) " out · "
+                @if p.cache_read_set { "$" (p.cache_read_per_mtok) " cache read" }
+                @else { span.muted.cache-default { "cache read not set: billed at the input price $" (p.cache_read_per_mtok) } }
+                " · "
+                @if p.cache_write_set { "$" (p.cache_write_per_mtok) " cache write" }
+                @else { span.muted.cache-default { "cache write not set: billed at the input price $" (p.cache_write_per_mtok) } }
                 " per M tokens"
             }
             None => span.muted { "not priced (cost recorded as $0)" },

@@ -129,6 +129,7 @@ pub(crate) async fn page(
                 div.stats {
                     div { span.num { (count(totals.requests)) } span.label { "requests" } }
                     div { span.num { (count(series.iter().map(|p| p.errors).sum())) } span.label { "errors" } }
+                    div { span.num { (count(totals.throttled)) } span.label { "throttled" } }
                     div { span.num { (count(totals.input_tokens)) } span.label { "input tokens" } }
                     div { span.num { (count(totals.output_tokens)) } span.label { "output tokens" } }
                     div { span.num { (usd(totals.cost_usd)) } span.label { "cost" } }
@@ -159,9 +160,16 @@ pub(crate) async fn page(
                                         td { @match &r.key_id { Some(id) => (key_label(id)), None => span.muted { "—" } } }
                                         td { (r.model) }
                                         td { (r.binding.as_deref().unwrap_or("—")) " → " (r.host.as_deref().unwrap_or("—")) }
-                                        td.num { @if r.status >= 400 { (layout::badge("bad", &r.status.to_string())) } @else { (r.status) } }
+                                        td.num {
+                                            @if r.status >= 400 { (layout::badge("bad", &r.status.to_string())) } @else { (r.status) }
+                                            @if let Some(reason) = &r.reason { " " span.muted.reason { (reason) } }
+                                            @if r.calls.0 > 1 { " " span.calls title="throttled calls merged into this row (one row per key, reason and minute)" { "×" (count(r.calls.0)) } }
+                                        }
                                         td.num { (r.latency_ms) " ms" }
-                                        td.num { (count(r.input_tokens)) " / " (count(r.output_tokens)) }
+                                        td.num {
+                                            (count(r.input_tokens)) " / " (count(r.output_tokens))
+                                            @if r.estimated { " " span.muted title="relay's estimate: the client left before the upstream's usage arrived" { "est." } }
+                                        }
                                         td.num { (usd(r.cost_usd)) }
                                     }
                                 }

@@ -1,9 +1,11 @@
 //! Policy budgets: USD per relay key per calendar period (UTC day, ISO
 //! week from Monday, month). Spend is read from the usage records every
 //! `REFRESH` into an in-memory table, so every replica agrees and a restart
-//! forgets nothing; a request checks it with one map probe. A key can
-//! overshoot by what it spends before the next refresh sees it (usage is
-//! written in batches every second).
+//! forgets nothing. On top of it, each admitted call reserves its estimated
+//! cost in the state backend (shared by replicas through Redis) and settles
+//! it with the actual cost when it ends; a settled cost stays counted until
+//! the table has read it back. So K parallel calls cannot overshoot the
+//! budget by more than one call's (actual − estimate).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use super::GatewayError;
 use crate::config::kinds::BudgetPeriod;
 use crate::config::snapshot::Policy;
 use crate::config::ConfigHandle;
+use crate::state::{BudgetReserved, StateBackend};
 use crate::store::{KeySpend, Store, StoreError};
 
 pub const REFRESH: Duration = Duration::from_secs(2);
@@ -62,6 +65,58 @@ impl Periods {
 struct SpendTable {
     periods: Periods,
     by_key: FxHashMap<Box<str>, KeySpend>,
+    /// When the records were read (unix ms).
+    read_at_ms: i64,
+}
+
+/// USD as whole nano-dollars, rounded up (saturating).
+fn nano(usd: f64) -> i64 {
+    (usd * 1e9).ceil() as i64
+}
+
+/// A call's budget reservation: settled with the actual cost when the call
+/// is recorded, given back whole if it is dropped unrecorded (any exit).
+pub struct Hold {
+    state: StateBackend,
+    subject: String,
+    reserved: i64,
+    settled: bool,
+}
+
+impl Hold {
+    /// Settles at `actual_usd`, off the request path.
+    pub fn settle(mut self, actual_usd: f64) {
+        self.settled = true;
+        let (state, subject, reserved) = (
+            self.state.clone(),
+            std::mem::take(&mut self.subject),
+            self.reserved,
+        );
+        let actual = nano(actual_usd).max(0);
+        if reserved == 0 && actual == 0 {
+            return;
+        }
+        spawn(async move { state.budget_settle(&subject, reserved, actual).await });
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.settled && self.reserved != 0 {
+            let (state, subject, reserved) = (
+                self.state.clone(),
+                std::mem::take(&mut self.subject),
+                self.reserved,
+            );
+            spawn(async move { state.budget_settle(&subject, reserved, 0).await });
+        }
+    }
+}
+
+fn spawn(f: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(f);
+    }
 }
 
 #[derive(Default)]
@@ -96,12 +151,69 @@ impl Budgets {
             spent,
             period: b.period,
             retry_after_ms: (end - now_ms).max(1000) as u64,
+            held: false,
         })
+    }
+
+    /// Refuses a key whose policy's budget for the current period is spent
+    /// (counting what running calls reserved), else reserves up to
+    /// `estimate_usd` of what is left. `None` when the policy has no budget.
+    pub async fn reserve(
+        &self,
+        state: &StateBackend,
+        policy: &Policy,
+        key_id: &str,
+        estimate_usd: f64,
+        now_ms: i64,
+    ) -> Result<Option<Hold>, GatewayError> {
+        let Some(b) = policy.budget else {
+            return Ok(None);
+        };
+        self.check(policy, key_id, now_ms)?;
+        let (start, end) = Periods::at(now_ms).of(b.period);
+        let table = self.table.load();
+        let spent = if table.periods.of(b.period).0 == start {
+            table.by_key.get(key_id).map_or(0.0, |s| match b.period {
+                BudgetPeriod::Day => s.day,
+                BudgetPeriod::Week => s.week,
+                BudgetPeriod::Month => s.month,
+            })
+        } else {
+            0.0
+        };
+        let remaining = nano(b.usd - spent);
+        match state
+            .budget_reserve(
+                key_id,
+                remaining,
+                nano(estimate_usd).max(0),
+                table.read_at_ms,
+            )
+            .await
+        {
+            BudgetReserved::Yes(reserved) => Ok(Some(Hold {
+                state: state.clone(),
+                subject: key_id.to_string(),
+                reserved,
+                settled: false,
+            })),
+            // Running calls hold the rest: retry once they have settled and
+            // the spend has been read again.
+            BudgetReserved::No { held } => Err(GatewayError::BudgetExceeded {
+                policy: policy.name.clone(),
+                usd: b.usd,
+                spent: spent + held as f64 / 1e9,
+                period: b.period,
+                retry_after_ms: (REFRESH.as_millis() as u64).min((end - now_ms).max(1000) as u64),
+                held: true,
+            }),
+        }
     }
 
     /// Re-reads spend per key for the current periods.
     pub async fn refresh(&self, store: &Store, now_ms: i64) -> Result<(), StoreError> {
         let periods = Periods::at(now_ms);
+        let read_at_ms = crate::store::now_ms();
         let rows = store
             .spend_by_key(periods.day.0, periods.week.0, periods.month.0)
             .await?;
@@ -109,7 +221,11 @@ impl Budgets {
             .into_iter()
             .map(|r| (r.key_id.clone().into_boxed_str(), r))
             .collect();
-        self.table.store(Arc::new(SpendTable { periods, by_key }));
+        self.table.store(Arc::new(SpendTable {
+            periods,
+            by_key,
+            read_at_ms,
+        }));
         Ok(())
     }
 

@@ -50,8 +50,10 @@ pub enum GatewayError {
         retry_after_ms: u64,
     },
     #[error(
-        "relay key has spent its policy `{policy}` budget: ${spent:.4} of ${usd} this {}; it resets in {} h, or raise `budget.usd` in the policy",
-        period_name(*period), retry_after_ms.div_ceil(3_600_000)
+        "relay key has spent its policy `{policy}` budget: ${spent:.4} of ${usd} this {}{}; {}, or raise `budget.usd` in the policy",
+        period_name(*period),
+        if *held { " (counting what its running calls reserved)" } else { "" },
+        budget_when(*held, *retry_after_ms)
     )]
     BudgetExceeded {
         policy: String,
@@ -59,6 +61,9 @@ pub enum GatewayError {
         spent: f64,
         period: crate::config::kinds::BudgetPeriod,
         retry_after_ms: u64,
+        /// Refused because running calls hold the rest (retry soon), not
+        /// because the period's spend reached the budget.
+        held: bool,
     },
     #[error("{0}")]
     Unsupported(String),
@@ -100,6 +105,17 @@ pub enum GatewayError {
         body: Bytes,
         retry_after: Option<String>,
     },
+}
+
+fn budget_when(held: bool, retry_after_ms: u64) -> String {
+    if held {
+        format!(
+            "retry in {} s, once they have settled",
+            retry_after_ms.div_ceil(1000)
+        )
+    } else {
+        format!("it resets in {} h", retry_after_ms.div_ceil(3_600_000))
+    }
 }
 
 fn period_name(p: crate::config::kinds::BudgetPeriod) -> &'static str {

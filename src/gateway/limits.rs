@@ -38,19 +38,26 @@ impl Drop for Held {
     }
 }
 
+/// Largest count a limit counter carries: exact in a Lua number (Redis
+/// scripts) and in an `i64`, and beyond any real limit. Larger configured
+/// limits and estimates saturate here instead of wrapping.
+pub const MAX_COUNT: u64 = 1 << 53;
+
 /// The admission a call with these limits asks for.
 pub fn admission(key_id: &str, limits: &LimitsSpec, token_estimate: u64) -> Admission {
+    let cap = |v: Option<u64>| v.map(|n| n.min(MAX_COUNT));
+    let tokens_per_minute = cap(limits.tokens_per_minute);
     Admission {
         subject: key_id.to_string(),
-        requests_per_minute: limits.requests_per_minute,
-        tokens_per_minute: limits.tokens_per_minute,
+        requests_per_minute: cap(limits.requests_per_minute),
+        tokens_per_minute,
         // An estimate above the whole budget (a huge image, a large
         // max_tokens) would otherwise be refused forever: it takes the
         // minute's budget instead, and is settled with the real count.
-        token_estimate: limits
-            .tokens_per_minute
-            .map_or(token_estimate, |t| token_estimate.min(t)),
-        max_concurrent: limits.max_concurrent_requests,
+        token_estimate: tokens_per_minute
+            .map_or(token_estimate, |t| token_estimate.min(t))
+            .min(MAX_COUNT),
+        max_concurrent: cap(limits.max_concurrent_requests),
     }
 }
 
@@ -63,5 +70,31 @@ impl Held {
             at_ms: now_ms(),
             released: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_and_limits_saturate() {
+        let huge = LimitsSpec {
+            requests_per_minute: Some(u64::MAX),
+            tokens_per_minute: Some(u64::MAX),
+            max_concurrent_requests: Some(u64::MAX),
+        };
+        let a = admission("k", &huge, u64::MAX);
+        assert_eq!(a.token_estimate, MAX_COUNT);
+        assert_eq!(a.tokens_per_minute, Some(MAX_COUNT));
+        assert_eq!(a.requests_per_minute, Some(MAX_COUNT));
+        assert_eq!(a.max_concurrent, Some(MAX_COUNT));
+        let small = LimitsSpec {
+            requests_per_minute: None,
+            tokens_per_minute: Some(1000),
+            max_concurrent_requests: None,
+        };
+        assert_eq!(admission("k", &small, u64::MAX).token_estimate, 1000);
+        assert_eq!(admission("k", &small, 10).token_estimate, 10);
     }
 }

@@ -9,6 +9,7 @@
 pub mod access;
 pub mod budget;
 mod error;
+pub mod estimate;
 mod limits;
 mod plan;
 mod stream;
@@ -30,7 +31,7 @@ use crate::adapters::{anthropic, json_string, openai, translate, Protocol, Usage
 use crate::auth::{self, KeyCache, KeyEntry};
 use crate::config::snapshot::{Binding, Host, HostKey, Model, Policy, Snapshot};
 use crate::config::ConfigHandle;
-use crate::store::{now_ms, UsageRow};
+use crate::store::{now_ms, ThrottleReason, UsageRow};
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::breaker::Breakers;
 use crate::upstream::classify::{self, Failure, FailureClass};
@@ -50,6 +51,11 @@ struct Call<'a> {
     started: Instant,
     key: &'a Arc<KeyEntry>,
     ctx: &'a Arc<RequestCtx>,
+    /// Tokens this call is assumed to use until the upstream says.
+    estimate: estimate::Estimate,
+    /// The budget reservation, handed to the ticket that records the call
+    /// (a plain lock, never held across an `.await`).
+    budget: std::sync::Mutex<Option<budget::Hold>>,
 }
 
 /// How an attempt failed.
@@ -112,6 +118,11 @@ struct Ticket {
     pricing: Option<crate::config::snapshot::Pricing>,
     /// Limit counters held for this call, settled when it ends.
     limit: Option<limits::Held>,
+    /// The budget reservation, settled with the recorded cost.
+    budget: Option<budget::Hold>,
+    /// Charged if the call is abandoned before any usage arrives (the
+    /// client left a non-streamed call while the upstream was answering).
+    estimate: Option<estimate::Estimate>,
     recorded: bool,
     metrics: Arc<Metrics>,
     ctx: Arc<RequestCtx>,
@@ -131,7 +142,9 @@ impl Drop for Ticket {
     /// still reading the upstream) is still recorded, exactly once.
     fn drop(&mut self) {
         if !self.recorded {
-            self.record(CLIENT_CLOSED, None);
+            let usage = self.estimate.map(|e| e.usage());
+            self.row.estimated = usage.is_some();
+            self.record(CLIENT_CLOSED, usage);
         }
     }
 }
@@ -146,6 +159,13 @@ impl Ticket {
     }
 
     fn finish(mut self, status: u16, usage: Option<Usage>) {
+        self.record(status, usage);
+    }
+
+    /// Records usage that may be relay's estimate rather than the
+    /// upstream's count.
+    fn finish_estimated(mut self, status: u16, usage: Option<Usage>, estimated: bool) {
+        self.row.estimated = estimated;
         self.record(status, usage);
     }
 
@@ -164,18 +184,17 @@ impl Ticket {
         let u = usage.unwrap_or_default();
         self.row.status = i32::from(status);
         let elapsed = self.started.elapsed();
-        self.row.latency_ms = elapsed.as_millis() as i64;
-        self.row.input_tokens = u.input_tokens as i64;
-        self.row.output_tokens = u.output_tokens as i64;
-        self.row.cache_read_tokens = u.cache_read_tokens as i64;
-        self.row.cache_write_tokens = u.cache_write_tokens as i64;
-        self.row.cost_usd = self.pricing.map_or(0.0, |p| {
-            (u.input_tokens as f64 * p.input_per_mtok
-                + u.output_tokens as f64 * p.output_per_mtok
-                + u.cache_read_tokens as f64 * p.cache_read_per_mtok
-                + u.cache_write_tokens as f64 * p.cache_write_per_mtok)
-                / 1_000_000.0
-        });
+        // Counts come from the upstream: saturate rather than wrap negative.
+        let sat = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.row.latency_ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
+        self.row.input_tokens = sat(u.input_tokens);
+        self.row.output_tokens = sat(u.output_tokens);
+        self.row.cache_read_tokens = sat(u.cache_read_tokens);
+        self.row.cache_write_tokens = sat(u.cache_write_tokens);
+        self.row.cost_usd = usage::cost_usd(self.pricing.as_ref(), &u);
+        if let Some(hold) = self.budget.take() {
+            hold.settle(self.row.cost_usd);
+        }
         let binding = self.row.binding.as_deref();
         self.metrics
             .record_call(&self.row.model, binding, status, elapsed, u);
@@ -357,12 +376,21 @@ impl Gateway {
         let model = Self::resolve(&snap, key, &requested)?;
         // `resolve` has checked the grant, so the policy exists.
         let policy = snap.policy(&key.policy);
+        let estimate = estimate::Estimate::of(&obj, body.len(), model);
+        let mut budget = None;
         if let Some(policy) = policy {
-            if let Err(err) = self.budgets.check(policy, &key.id, now_ms()) {
-                return Err(self.refused(model, started, err));
+            let cost = usage::cost_usd(model.pricing.as_ref(), &estimate.usage());
+            let state = self.breakers.state();
+            match self
+                .budgets
+                .reserve(state, policy, &key.id, cost, now_ms())
+                .await
+            {
+                Ok(hold) => budget = hold,
+                Err(err) => return Err(self.refused(model, key, ctx, stream, started, err)),
             }
         }
-        let admission = policy.and_then(|p| Self::admission(p, key, &obj, body.len()));
+        let admission = policy.and_then(|p| Self::admission(p, key, estimate));
 
         let call = Call {
             endpoint,
@@ -374,6 +402,8 @@ impl Gateway {
             started,
             key,
             ctx,
+            estimate,
+            budget: std::sync::Mutex::new(budget),
         };
         let attempts = match plan::plan(&snap, model, &self.breakers, admission.as_ref()).await {
             Ok(a) => a,
@@ -385,7 +415,7 @@ impl Gateway {
                     limit,
                     retry_after_ms,
                 };
-                return Err(self.refused(model, started, err));
+                return Err(self.refused(model, key, ctx, stream, started, err));
             }
             Err(plan::Refused::Exhausted(ex)) => {
                 let mut limit =
@@ -490,16 +520,38 @@ impl Gateway {
         Err(err)
     }
 
-    /// A call refused before any upstream attempt: counted, then returned.
-    fn refused(&self, model: &Model, started: Instant, err: GatewayError) -> GatewayError {
+    /// A call throttled before any upstream attempt (a limit or the budget):
+    /// counted, recorded with its reason and no tokens, then returned.
+    fn refused(
+        &self,
+        model: &Model,
+        key: &KeyEntry,
+        ctx: &RequestCtx,
+        stream: bool,
+        started: Instant,
+        err: GatewayError,
+    ) -> GatewayError {
         let status = err.status().as_u16();
-        self.metrics.record_call(
-            &model.name,
-            None,
-            status,
-            started.elapsed(),
-            Usage::default(),
-        );
+        let elapsed = started.elapsed();
+        self.metrics
+            .record_call(&model.name, None, status, elapsed, Usage::default());
+        let reason = match &err {
+            GatewayError::RateLimited { limit, .. } => ThrottleReason::from_limit(limit),
+            GatewayError::BudgetExceeded { .. } => Some(ThrottleReason::Budget),
+            _ => None,
+        };
+        self.usage.record(UsageRow {
+            at: now_ms(),
+            request_id: ctx.id.clone(),
+            client_request_id: ctx.client_id(),
+            key_id: Some(key.id.clone()),
+            model: model.name.clone(),
+            status: i32::from(status),
+            latency_ms: elapsed.as_millis() as i64,
+            streamed: stream,
+            reason: reason.map(|r| r.as_str().to_string()),
+            ..UsageRow::default()
+        });
         err
     }
 
@@ -507,8 +559,7 @@ impl Gateway {
     fn admission(
         policy: &Policy,
         key: &KeyEntry,
-        obj: &RawObject<'_>,
-        body_len: usize,
+        estimate: estimate::Estimate,
     ) -> Option<crate::state::Admission> {
         let l = policy.limits;
         if l.requests_per_minute.is_none()
@@ -517,15 +568,7 @@ impl Gateway {
         {
             return None;
         }
-        let max_tokens = ["max_tokens", "max_completion_tokens"]
-            .into_iter()
-            .find_map(|f| obj.get(f).and_then(|v| v.get().parse::<u64>().ok()))
-            .unwrap_or(0);
-        Some(limits::admission(
-            &key.id,
-            &l,
-            body_len as u64 / 4 + max_tokens,
-        ))
+        Some(limits::admission(&key.id, &l, estimate.total()))
     }
 
     /// One upstream attempt.
@@ -579,21 +622,29 @@ impl Gateway {
             &call.ctx.header,
             upstream_body,
         );
+        let mut guard = Abandon {
+            gateway: self,
+            call,
+            route: (binding, host),
+            limit: &mut *limit,
+            armed: true,
+        };
         let sent_at = Instant::now();
         let sent = self
             .upstreams
             .send(host.connect_timeout, request, budget)
-            .await
-            .map_err(|e| {
-                tracing::warn!(
-                    request_id = call.ctx.visible(), host = %host.name, error = %e,
-                    "upstream unreachable"
-                );
-                final_err(GatewayError::UpstreamUnreachable {
-                    host: host.name.clone(),
-                    detail: e.to_string(),
-                })
-            })?;
+            .await;
+        guard.armed = false;
+        let sent = sent.map_err(|e| {
+            tracing::warn!(
+                request_id = call.ctx.visible(), host = %host.name, error = %e,
+                "upstream unreachable"
+            );
+            final_err(GatewayError::UpstreamUnreachable {
+                host: host.name.clone(),
+                detail: e.to_string(),
+            })
+        })?;
         let mut response = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -632,7 +683,8 @@ impl Gateway {
             if failure.class == FailureClass::ClientError {
                 self.metrics
                     .record_upstream_error(&host.name, &host_key.name, failure.class);
-                let mut ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+                let mut ticket =
+                    self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
                 ticket.answered_by(&self.access_log, host_key, upstream_latency);
                 ticket.finish(status.as_u16(), None);
                 return Err(final_err(err));
@@ -645,7 +697,10 @@ impl Gateway {
             // Read the first chunk before committing: a stream that fails
             // before its first byte is retried like any server error.
             let mut upstream = response.body;
-            let first = match upstream.next().await {
+            guard.armed = true;
+            let first = upstream.next().await;
+            guard.armed = false;
+            let first = match first {
                 Some(Ok(chunk)) => chunk,
                 Some(Err(e)) => {
                     let err = GatewayError::from_transport(&host.name, &e);
@@ -671,8 +726,11 @@ impl Gateway {
                     ));
                 }
             };
-            let mut ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+            let mut ticket = self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
             ticket.answered_by(&self.access_log, host_key, upstream_latency);
+            // Charged should the relay task itself be dropped (runtime
+            // shutdown) before the stream has settled.
+            ticket.estimate = Some(call.estimate);
             reply_headers.insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("text/event-stream"),
@@ -704,15 +762,17 @@ impl Gateway {
                 upstream,
                 watch,
                 client,
+                adapter,
+                call.estimate,
                 cutoff,
-                move |status, usage| {
+                move |status, usage, estimated| {
                     if status == stream::BROKEN_STREAM {
                         let class = FailureClass::ServerError;
                         ticket
                             .metrics
                             .record_upstream_error(&names.0, &names.1, class);
                     }
-                    ticket.finish(status, usage);
+                    ticket.finish_estimated(status, usage, estimated);
                     if status == stream::BROKEN_STREAM {
                         let failure = Failure {
                             class: FailureClass::ServerError,
@@ -740,7 +800,10 @@ impl Gateway {
         };
         // Nothing has reached the client yet: a body that breaks off (reset,
         // timeout mid-body) is a server error like any other, and retried.
-        let body = match read_limited(response.body).await {
+        guard.armed = true;
+        let body = read_limited(response.body).await;
+        guard.armed = false;
+        let body = match body {
             Ok(b) => b,
             Err(detail) => {
                 let failure = Failure {
@@ -750,12 +813,10 @@ impl Gateway {
                 return Err(Outcome::Retry(protocol_error(detail), failure));
             }
         };
-        let mut ticket = self.ticket(call, Some((binding, host)), limit.take().flatten());
+        let mut ticket = self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
         ticket.answered_by(&self.access_log, host_key, upstream_latency);
-        let parsed = match adapter {
-            Protocol::OpenAi => openai::response_usage(&body),
-            Protocol::Anthropic => anthropic::response_usage(&body),
-        };
+        // The adapter's one usage parser, translated call or not.
+        let parsed = usage::response_usage(adapter, &body);
         let Ok(usage) = parsed else {
             let err =
                 protocol_error("the upstream answered 2xx with a body that is not JSON".into());
@@ -848,9 +909,17 @@ impl Gateway {
                 cache_write_tokens: 0,
                 cost_usd: 0.0,
                 streamed: call.stream,
+                estimated: false,
+                ..UsageRow::default()
             },
             pricing: call.model.pricing,
             limit,
+            budget: call
+                .budget
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+            estimate: None,
             recorded: false,
             metrics: self.metrics.clone(),
             ctx: call.ctx.clone(),
@@ -858,6 +927,30 @@ impl Gateway {
             access_log: self.access_log,
             upstream: None,
             host_key: None,
+        }
+    }
+}
+
+/// While an attempt waits on the upstream, a client that goes away drops the
+/// call right there. This guard records that attempt then (499, charged at
+/// the request's estimate and marked estimated) instead of letting it
+/// vanish; it is armed only across those waits.
+struct Abandon<'x> {
+    gateway: &'x Gateway,
+    call: &'x Call<'x>,
+    route: (&'x Binding, &'x Host),
+    limit: &'x mut Option<Option<limits::Held>>,
+    armed: bool,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let limit = self.limit.take().flatten();
+            let mut ticket = self.gateway.ticket(self.call, Some(self.route), limit);
+            ticket.estimate = Some(self.call.estimate);
+            // Dropped unrecorded: Ticket::drop records it as abandoned.
+            drop(ticket);
         }
     }
 }

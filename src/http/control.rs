@@ -131,12 +131,16 @@ async fn create_key(
     let expires_in_ms = match req.expires_in {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::Number(n)) => Some(
-            n.as_i64().filter(|s| *s > 0).ok_or_else(|| {
-                ApiError::BadRequest(
-                    "`expires_in` must be a positive number of seconds or a duration like `30d`"
-                        .into(),
-                )
-            })? * 1000,
+            n.as_i64()
+                .filter(|s| *s > 0)
+                .and_then(|s| s.checked_mul(1000))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "`expires_in` must be a positive number of seconds (at most 9223372036854775) \
+                         or a duration like `30d`"
+                            .into(),
+                    )
+                })?,
         ),
         Some(serde_json::Value::String(s)) => {
             Some(crate::cli::parse_duration_ms(&s).map_err(ApiError::BadRequest)?)
@@ -226,8 +230,16 @@ async fn delete_key(
 async fn usage(
     _: Principal,
     State(state): State<AppState>,
-    Query(q): Query<crate::store::UsageQuery>,
+    q: Result<Query<crate::store::UsageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{}; expected key_id, model, from/to in Unix milliseconds, limit",
+            e.body_text()
+        ))
+    })?;
+    q.check(crate::store::now_ms())
+        .map_err(ApiError::BadRequest)?;
     let (totals, records) = state.store.usage_report(&q).await?;
     Ok(Json(json!({ "totals": totals, "records": records })))
 }
@@ -263,6 +275,9 @@ async fn usage_series(
         to: q.to,
         limit: None,
     };
+    query
+        .check(crate::store::now_ms())
+        .map_err(ApiError::BadRequest)?;
     let points = state.store.usage_series(q.bucket, &query).await?;
     Ok(Json(json!({ "bucket": q.bucket, "points": points })))
 }

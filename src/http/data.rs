@@ -9,22 +9,20 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
 use serde_json::json;
 
 use std::sync::Arc;
 
 use axum::middleware::Next;
 
-use super::error::{json_response, render_gateway_error};
+use super::error::{json_response, render_body_error, render_gateway_error};
 use super::AppState;
 use crate::adapters::Protocol;
 use crate::gateway::{access, Endpoint, Reply, ReplyBody, RequestCtx};
 
 const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
 
-/// Largest request body accepted (Anthropic's own limit is 32 MB).
-pub const MAX_REQUEST_BYTES: usize = 32 << 20;
+pub use super::body::MAX_REQUEST_BYTES;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -103,14 +101,9 @@ async fn inference(s: AppState, endpoint: Endpoint, req: Request) -> Response {
         Ok(k) => k,
         Err(e) => return render_gateway_error(protocol, e),
     };
-    let body = match read_body(&parts.headers, body).await {
+    let body = match super::body::read(&s.body_budget, &parts.headers, body).await {
         Ok(b) => b,
-        Err((status, msg)) => {
-            return json_response(
-                status,
-                protocol.error_body(status.as_u16(), &msg, "invalid_request"),
-            )
-        }
+        Err(e) => return render_body_error(protocol, &e),
     };
     let ctx = match parts.extensions.get::<Arc<RequestCtx>>() {
         Some(c) => c.clone(),
@@ -123,35 +116,6 @@ async fn inference(s: AppState, endpoint: Endpoint, req: Request) -> Response {
     {
         Ok(reply) => reply_response(reply),
         Err(e) => render_gateway_error(protocol, e),
-    }
-}
-
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, (StatusCode, String)> {
-    let too_large = || {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "request body is larger than relay accepts ({} MiB); send less context, or fewer or smaller images",
-                MAX_REQUEST_BYTES >> 20
-            ),
-        )
-    };
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
-        return Err(too_large());
-    }
-    match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_REQUEST_BYTES))
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err((
-            StatusCode::BAD_REQUEST,
-            format!("could not read the request body: {e}"),
-        )),
     }
 }
 

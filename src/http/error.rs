@@ -149,6 +149,21 @@ pub fn render_gateway_error(client: Protocol, err: GatewayError) -> Response {
     resp
 }
 
+/// A request body relay did not read (too large, over the body budget,
+/// too slow, broken), in the caller's protocol; a 503 says when to retry.
+pub fn render_body_error(client: Protocol, err: &super::body::BodyError) -> Response {
+    let status = err.status();
+    let mut resp = json_response(
+        status,
+        client.error_body(status.as_u16(), &err.message(), err.code()),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
 /// An upstream's error status and body, in the client's protocol
 /// (wire-formats §3.10): the upstream's status and message are kept.
 fn upstream_error(client: Protocol, status: u16, upstream: Protocol, body: &Bytes) -> Response {

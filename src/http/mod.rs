@@ -1,8 +1,10 @@
 //! The HTTP edge: routers for the data plane and the control plane, and the
 //! one place errors become responses.
 
+pub mod body;
 pub mod client_addr;
 pub mod config_view;
+pub mod conn;
 pub mod control;
 pub mod data;
 pub mod error;
@@ -29,4 +31,6 @@ pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
     /// Bearer token that may read `/metrics` and nothing else.
     pub metrics_token: Option<Arc<crate::secrets::Secret>>,
+    /// Request-body bytes the data plane may hold at once.
+    pub body_budget: Arc<body::BodyBudget>,
 }

@@ -3,7 +3,7 @@
 //! so the per-request round-robin counter never takes a lock either.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
@@ -27,6 +27,17 @@ struct Counter {
 pub struct MemoryState {
     values: ArcSwap<FxHashMap<String, Entry>>,
     counters: ArcSwap<FxHashMap<String, Arc<Counter>>>,
+    /// Budget reservations per subject; a plain lock, held for a few map
+    /// operations and never across an `.await`.
+    budgets: Mutex<FxHashMap<String, BudgetBook>>,
+}
+
+/// One subject's budget reservations.
+#[derive(Default)]
+struct BudgetBook {
+    reserved: i64,
+    /// (second, nano-USD) of calls settled in the last seconds.
+    settled: Vec<(i64, i64)>,
 }
 
 fn expiry(ttl_ms: u64) -> i64 {
@@ -167,7 +178,7 @@ impl MemoryState {
         let [rpm, tpm, cc] = super::admission_keys(a, now);
         let window = super::window_left_ms(now);
         if let Some(max) = a.max_concurrent {
-            if self.incr(&cc, 1, super::CONCURRENCY_TTL_MS).await > max as i64 {
+            if self.incr(&cc, 1, super::CONCURRENCY_TTL_MS).await > super::count(max) {
                 self.incr(&cc, -1, super::CONCURRENCY_TTL_MS).await;
                 return super::Admitted::No {
                     limit: "max_concurrent_requests",
@@ -181,7 +192,7 @@ impl MemoryState {
             }
         };
         if let Some(max) = a.requests_per_minute {
-            if self.incr(&rpm, 1, 61_000).await > max as i64 {
+            if self.incr(&rpm, 1, 61_000).await > super::count(max) {
                 self.incr(&rpm, -1, 61_000).await;
                 undo_cc().await;
                 return super::Admitted::No {
@@ -191,8 +202,8 @@ impl MemoryState {
             }
         }
         if let Some(max) = a.tokens_per_minute {
-            let by = a.token_estimate as i64;
-            if self.incr(&tpm, by, 61_000).await > max as i64 {
+            let by = super::count(a.token_estimate);
+            if self.incr(&tpm, by, 61_000).await > super::count(max) {
                 self.incr(&tpm, -by, 61_000).await;
                 if a.requests_per_minute.is_some() {
                     self.incr(&rpm, -1, 61_000).await;
@@ -205,6 +216,53 @@ impl MemoryState {
             }
         }
         super::Admitted::Yes
+    }
+
+    pub async fn budget_reserve(
+        &self,
+        subject: &str,
+        remaining: i64,
+        estimate: i64,
+        read_at_ms: i64,
+    ) -> super::BudgetReserved {
+        let now_s = now_ms().div_euclid(1000);
+        let slots = super::budget_slots(now_s, read_at_ms.div_euclid(1000));
+        let mut books = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        let book = books.entry(subject.to_string()).or_default();
+        book.settled
+            .retain(|(s, _)| *s > now_s - super::BUDGET_SETTLED_WINDOW_S);
+        let pending: i64 = book
+            .settled
+            .iter()
+            .filter(|(s, _)| slots.contains(s))
+            .map(|(_, a)| *a)
+            .fold(0, i64::saturating_add);
+        let held = book.reserved.max(0).saturating_add(pending);
+        let left = remaining.saturating_sub(held);
+        if left <= 0 {
+            return super::BudgetReserved::No { held };
+        }
+        let take = estimate.clamp(0, left);
+        book.reserved = book.reserved.saturating_add(take);
+        super::BudgetReserved::Yes(take)
+    }
+
+    pub async fn budget_settle(&self, subject: &str, reserved: i64, actual: i64) {
+        let now_s = now_ms().div_euclid(1000);
+        let mut books = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        let book = books.entry(subject.to_string()).or_default();
+        book.reserved = book.reserved.saturating_sub(reserved).max(0);
+        book.settled
+            .retain(|(s, _)| *s > now_s - super::BUDGET_SETTLED_WINDOW_S);
+        if actual > 0 {
+            match book.settled.last_mut() {
+                Some((s, a)) if *s == now_s => *a = a.saturating_add(actual),
+                _ => book.settled.push((now_s, actual)),
+            }
+        }
+        if book.reserved == 0 && book.settled.is_empty() {
+            books.remove(subject);
+        }
     }
 
     pub async fn health(&self) -> StateHealth {

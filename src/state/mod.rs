@@ -273,6 +273,11 @@ pub(crate) fn admission_keys(a: &Admission, now_ms: i64) -> [String; 3] {
     ]
 }
 
+/// A count as the counters' `i64`, saturating.
+pub(crate) fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Milliseconds until the current minute window ends.
 pub(crate) fn window_left_ms(now_ms: i64) -> u64 {
     (60_000 - now_ms.rem_euclid(60_000)) as u64
@@ -308,10 +313,138 @@ impl StateBackend {
             dispatch!(self, s => s.decr_floor(&keys[2]).await);
         }
         if let (Some(_), Some(actual)) = (a.tokens_per_minute, actual_tokens) {
-            let delta = actual as i64 - a.token_estimate as i64;
+            let delta = count(actual).saturating_sub(count(a.token_estimate));
             if delta != 0 {
                 self.incr(&keys[1], delta, 61_000).await;
             }
         }
+    }
+}
+
+/// Budget reservations (amounts in nano-USD): what running calls reserved
+/// and what settled calls cost in the last seconds, before the usage
+/// records that carry it are read back into the budget's spend table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetReserved {
+    /// Reserved this much (the estimate, or what was left when less).
+    Yes(i64),
+    /// Nothing left once `held` (reserved by running calls plus settled
+    /// but not yet read back) is counted.
+    No { held: i64 },
+}
+
+/// How long a settled call's cost is counted on top of the spend read from
+/// the usage records (longer than a refresh plus a usage write).
+pub const BUDGET_SETTLED_WINDOW_S: i64 = 10;
+
+pub(crate) fn budget_reserved_key(subject: &str) -> String {
+    format!("budget:{subject}:reserved")
+}
+
+pub(crate) fn budget_settled_key(subject: &str, sec: i64) -> String {
+    format!("budget:{subject}:settled:{sec}")
+}
+
+/// The settled slots (seconds) still counted at `now_s` for a spend table
+/// read at `read_at_s`: records settled a second or more before the read
+/// are in it.
+pub(crate) fn budget_slots(now_s: i64, read_at_s: i64) -> std::ops::RangeInclusive<i64> {
+    let from = (now_s - BUDGET_SETTLED_WINDOW_S + 1).max(read_at_s - 1);
+    from.min(now_s + 1)..=now_s
+}
+
+impl StateBackend {
+    /// Reserves up to `estimate` of `remaining` (the budget minus the spend
+    /// read at `read_at_ms`) for `subject`, atomically across replicas;
+    /// refuses when nothing is left.
+    pub async fn budget_reserve(
+        &self,
+        subject: &str,
+        remaining: i64,
+        estimate: i64,
+        read_at_ms: i64,
+    ) -> BudgetReserved {
+        dispatch!(self, s => s.budget_reserve(subject, remaining, estimate, read_at_ms).await)
+    }
+
+    /// Gives back `reserved` and counts `actual` as settled spend.
+    pub async fn budget_settle(&self, subject: &str, reserved: i64, actual: i64) {
+        dispatch!(self, s => s.budget_settle(subject, reserved, actual).await)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod budget_tests {
+    use super::*;
+
+    /// The contract both backends meet (Redis in `tests/it/state.rs`-style
+    /// unit test below).
+    pub async fn budget_contract(s: &StateBackend, subject: &str) {
+        let read_at = crate::store::now_ms() - 60_000;
+        assert_eq!(
+            s.budget_reserve(subject, 100, 40, read_at).await,
+            BudgetReserved::Yes(40)
+        );
+        assert_eq!(
+            s.budget_reserve(subject, 100, 40, read_at).await,
+            BudgetReserved::Yes(40)
+        );
+        assert_eq!(
+            s.budget_reserve(subject, 100, 40, read_at).await,
+            BudgetReserved::Yes(20),
+            "what is left"
+        );
+        assert_eq!(
+            s.budget_reserve(subject, 100, 40, read_at).await,
+            BudgetReserved::No { held: 100 }
+        );
+        // One call settles at 10: 30 comes back, 10 stays counted as spend
+        // the table has not read yet.
+        s.budget_settle(subject, 40, 10).await;
+        assert_eq!(
+            s.budget_reserve(subject, 100, 50, read_at).await,
+            BudgetReserved::Yes(30)
+        );
+        // A table read after the settle already has it.
+        let later = crate::store::now_ms() + 2_000;
+        assert_eq!(
+            s.budget_reserve(subject, 100, 50, later).await,
+            BudgetReserved::Yes(10)
+        );
+        for r in [40, 20, 30, 10] {
+            s.budget_settle(subject, r, 0).await;
+        }
+        assert_eq!(
+            s.budget_reserve(subject, 5, 50, later).await,
+            BudgetReserved::Yes(5)
+        );
+        s.budget_settle(subject, 5, 0).await;
+        // Giving back more than is held never creates room.
+        s.budget_settle(subject, 1_000, 0).await;
+        assert_eq!(
+            s.budget_reserve(subject, 10, 50, later).await,
+            BudgetReserved::Yes(10)
+        );
+        s.budget_settle(subject, 10, 0).await;
+    }
+
+    #[tokio::test]
+    async fn memory_backend_meets_the_budget_contract() {
+        budget_contract(&StateBackend::memory(), "key_b").await;
+    }
+
+    #[tokio::test]
+    async fn redis_backend_meets_the_budget_contract() {
+        let url = std::env::var("RELAY_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let s = StateBackend::open(Some(&url)).await.unwrap_or_else(|e| {
+            panic!("this test needs Redis at {url} (ci/services.sh starts it): {e}")
+        });
+        let subject = format!(
+            "relaytest-budget-{}-{}",
+            std::process::id(),
+            crate::store::now_ms()
+        );
+        budget_contract(&s, &subject).await;
     }
 }

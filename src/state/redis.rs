@@ -79,6 +79,42 @@ return 0
     )
 });
 
+/// Budget reservation. KEYS: the reserved counter, then the settled slots
+/// to count. ARGV: remaining (nano-USD), estimate, TTL of the reserved
+/// counter. Returns {1, taken} or {0, held}.
+static BUDGET_RESERVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local reserved = tonumber(redis.call('GET', KEYS[1]) or '0')
+if reserved < 0 then reserved = 0 end
+local held = reserved
+for i = 2, #KEYS do held = held + tonumber(redis.call('GET', KEYS[i]) or '0') end
+local left = tonumber(ARGV[1]) - held
+if left <= 0 then return {0, held} end
+local take = math.max(0, math.min(tonumber(ARGV[2]), left))
+if take > 0 then redis.call('INCRBY', KEYS[1], take) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {1, take}
+",
+    )
+});
+
+/// Budget settlement. KEYS: the reserved counter, this second's settled
+/// slot. ARGV: reserved amount given back, actual cost, slot TTL.
+static BUDGET_SETTLE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local v = redis.call('DECRBY', KEYS[1], ARGV[1])
+if v <= 0 then redis.call('DEL', KEYS[1]) end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('INCRBY', KEYS[2], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return 0
+",
+    )
+});
+
 const DEADLINE: Duration = Duration::from_millis(250);
 const RETRY_EVERY_MS: i64 = 1000;
 
@@ -393,6 +429,66 @@ impl RedisState {
             .filter(|v| v.len() == read.len())
             .unwrap_or_else(|| vec![None; read.len()]);
         (admitted, values)
+    }
+
+    pub async fn budget_reserve(
+        &self,
+        subject: &str,
+        remaining: i64,
+        estimate: i64,
+        read_at_ms: i64,
+    ) -> super::BudgetReserved {
+        let now_s = now_ms().div_euclid(1000);
+        let mut keys = vec![super::budget_reserved_key(subject)];
+        keys.extend(
+            super::budget_slots(now_s, read_at_ms.div_euclid(1000))
+                .map(|s| super::budget_settled_key(subject, s)),
+        );
+        let r = self
+            .try_redis(|mut c| async move {
+                let mut inv = BUDGET_RESERVE.prepare_invoke();
+                for k in &keys {
+                    inv.key(k);
+                }
+                inv.arg(remaining)
+                    .arg(estimate)
+                    .arg(super::CONCURRENCY_TTL_MS);
+                inv.invoke_async::<(i64, i64)>(&mut c).await
+            })
+            .await;
+        match r {
+            Some((1, taken)) => super::BudgetReserved::Yes(taken),
+            Some((_, held)) => super::BudgetReserved::No { held },
+            None => {
+                self.fallback
+                    .budget_reserve(subject, remaining, estimate, read_at_ms)
+                    .await
+            }
+        }
+    }
+
+    pub async fn budget_settle(&self, subject: &str, reserved: i64, actual: i64) {
+        let now_s = now_ms().div_euclid(1000);
+        let keys = [
+            super::budget_reserved_key(subject),
+            super::budget_settled_key(subject, now_s),
+        ];
+        let ttl = super::BUDGET_SETTLED_WINDOW_S * 1000 + 1000;
+        let r = self
+            .try_redis(|mut c| async move {
+                BUDGET_SETTLE
+                    .key(&keys[0])
+                    .key(&keys[1])
+                    .arg(reserved)
+                    .arg(actual)
+                    .arg(ttl)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        if r.is_none() {
+            self.fallback.budget_settle(subject, reserved, actual).await;
+        }
     }
 
     pub async fn health(&self) -> StateHealth {

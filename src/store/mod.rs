@@ -25,7 +25,10 @@ pub use keys::{KeyRow, NewKey};
 pub use migrations::MigrationState;
 pub use sessions::SessionRow;
 pub use spend::KeySpend;
-pub use usage::{Bucket, UsagePoint, UsageQuery, UsageRow, UsageTotals, MAX_BUCKETS};
+pub use usage::{
+    Bucket, Calls, ThrottleReason, UsagePoint, UsageQuery, UsageRow, UsageTotals, MAX_BUCKETS,
+    MAX_LIMIT,
+};
 
 /// File name of the embedded database inside `RELAY_DATA_DIR`.
 pub const SQLITE_FILE: &str = "relay.db";

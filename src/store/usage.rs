@@ -23,9 +23,74 @@ pub struct UsageRow {
     pub cache_write_tokens: i64,
     pub cost_usd: f64,
     pub streamed: bool,
+    /// Why relay itself refused the call (a [`ThrottleReason`] name), `None`
+    /// for every call that was not throttled.
+    pub reason: Option<String>,
+    /// How many calls this row stands for: 1, except for throttled calls
+    /// merged per key, reason and minute by the usage writer.
+    pub calls: Calls,
+    /// Tokens (and cost) are relay's estimate, not the upstream's count:
+    /// the client went away and no usage arrived within the grace read.
+    #[serde(default)]
+    pub estimated: bool,
     /// The client's own `x-request-id`, when it sent a valid one (not
     /// unique); `request_id` is relay's.
     pub client_request_id: Option<String>,
+}
+
+/// The number of calls a usage row stands for; 1 unless merged.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct Calls(pub i64);
+
+impl Default for Calls {
+    fn default() -> Calls {
+        Calls(1)
+    }
+}
+
+/// Why a call was throttled (429 from relay's own limits): the fixed
+/// vocabulary of the usage records' `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThrottleReason {
+    /// The policy's `requests_per_minute`.
+    RateLimitRequests,
+    /// The policy's `tokens_per_minute`.
+    RateLimitTokens,
+    /// The policy's `max_concurrent_requests`.
+    Concurrency,
+    /// The policy's `budget` is spent for the period.
+    Budget,
+}
+
+impl ThrottleReason {
+    pub const ALL: [ThrottleReason; 4] = [
+        ThrottleReason::RateLimitRequests,
+        ThrottleReason::RateLimitTokens,
+        ThrottleReason::Concurrency,
+        ThrottleReason::Budget,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThrottleReason::RateLimitRequests => "rate_limit_requests",
+            ThrottleReason::RateLimitTokens => "rate_limit_tokens",
+            ThrottleReason::Concurrency => "concurrency",
+            ThrottleReason::Budget => "budget",
+        }
+    }
+
+    /// The reason for a refused admission, by the limit's policy field name
+    /// (`state::Admitted::No`'s `limit`).
+    pub fn from_limit(limit: &str) -> Option<ThrottleReason> {
+        match limit {
+            "requests_per_minute" => Some(ThrottleReason::RateLimitRequests),
+            "tokens_per_minute" => Some(ThrottleReason::RateLimitTokens),
+            "max_concurrent_requests" => Some(ThrottleReason::Concurrency),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -47,6 +112,8 @@ pub struct UsageTotals {
     pub cache_read_tokens: i64,
     pub cache_write_tokens: i64,
     pub cost_usd: f64,
+    /// Of `requests`, those relay throttled (429 with a `reason`).
+    pub throttled: i64,
 }
 
 /// Width of one bucket of a usage series.
@@ -70,7 +137,11 @@ impl Bucket {
     /// one `now` falls in.
     pub fn last(self, n: i64, now: i64) -> (i64, i64) {
         let w = self.millis();
-        (now.div_euclid(w) * w - (n - 1) * w, now + 1)
+        let now = clamp_ms(now);
+        (
+            now.div_euclid(w) * w - (n.clamp(1, MAX_BUCKETS) - 1) * w,
+            now + 1,
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +154,57 @@ impl Bucket {
 
 /// Most buckets one series may span (a year of hours would be 8,760).
 pub const MAX_BUCKETS: i64 = 2_000;
+
+/// The earliest time a usage query may name: 2000-01-01T00:00:00Z.
+pub const EARLIEST_MS: i64 = 946_684_800_000;
+
+/// How far past now a usage query's range may reach.
+pub const FUTURE_SLACK_MS: i64 = 86_400_000;
+
+/// Most records one usage query returns.
+pub const MAX_LIMIT: i64 = 10_000;
+
+/// Times far outside any real range (about ±142,000 years) are pulled in
+/// before bucket arithmetic, so no client-supplied number can overflow it.
+/// The control plane refuses such values earlier ([`UsageQuery::check`]).
+fn clamp_ms(ms: i64) -> i64 {
+    ms.clamp(-(1 << 52), 1 << 52)
+}
+
+impl UsageQuery {
+    /// Checks what a client sent before anything computes with it: `from`
+    /// and `to` between 2000-01-01 and a day after `now_ms`, `from` not
+    /// after `to`, `limit` within 1..=[`MAX_LIMIT`]. The message says what
+    /// is allowed.
+    pub fn check(&self, now_ms: i64) -> Result<(), String> {
+        let latest = now_ms.saturating_add(FUTURE_SLACK_MS);
+        for (name, value) in [("from", self.from), ("to", self.to)] {
+            if let Some(v) = value {
+                if !(EARLIEST_MS..=latest).contains(&v) {
+                    return Err(format!(
+                        "`{name}` must be Unix milliseconds between {EARLIEST_MS} (2000-01-01) and \
+                         {latest} (a day from now); got {v}"
+                    ));
+                }
+            }
+        }
+        if let (Some(from), Some(to)) = (self.from, self.to) {
+            if from > to {
+                return Err(format!(
+                    "`from` ({from}) is after `to` ({to}); the range is [from, to)"
+                ));
+            }
+        }
+        if let Some(l) = self.limit {
+            if !(1..=MAX_LIMIT).contains(&l) {
+                return Err(format!(
+                    "`limit` must be between 1 and {MAX_LIMIT}; got {l}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// One bucket of a usage series: the calls whose `at` falls in
 /// `[start, start + bucket)` (UTC-aligned).
@@ -101,9 +223,9 @@ pub struct UsagePoint {
 const COLUMNS: &str =
     "at, request_id, key_id, model, binding, host, status, latency_ms, input_tokens, \
                        output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, streamed, \
-                       client_request_id";
+                       reason, calls, estimated, client_request_id";
 
-/// Most rows one usage INSERT carries (15 parameters each, well inside
+/// Most rows one usage INSERT carries (18 parameters each, well inside
 /// SQLite's and PostgreSQL's limits).
 const INSERT_CHUNK: usize = 128;
 
@@ -148,6 +270,9 @@ impl Store {
                         .push_bind(r.cache_write_tokens)
                         .push_bind(r.cost_usd)
                         .push_bind(r.streamed)
+                        .push_bind(&r.reason)
+                        .push_bind(r.calls.0.max(1))
+                        .push_bind(r.estimated)
                         .push_bind(&r.client_request_id);
                 });
                 qb.build().execute(&mut *tx).await?;
@@ -183,7 +308,7 @@ impl Store {
         String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
         i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     {
-        let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+        let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
         let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM usage_records"));
         Self::usage_filter(&mut qb, q);
         qb.push(" ORDER BY at DESC, id DESC LIMIT ")
@@ -197,12 +322,14 @@ impl Store {
         i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     {
         let mut qb = QueryBuilder::new(
-            "SELECT COUNT(*) AS requests, \
+            "SELECT CAST(COALESCE(SUM(calls), 0) AS BIGINT) AS requests, \
              CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
              CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
              CAST(COALESCE(SUM(cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens, \
              CAST(COALESCE(SUM(cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens, \
-             CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd FROM usage_records",
+             CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd, \
+             CAST(COALESCE(SUM(CASE WHEN reason IS NULL THEN 0 ELSE calls END), 0) AS BIGINT) AS throttled \
+             FROM usage_records",
         );
         Self::usage_filter(&mut qb, q);
         qb
@@ -252,8 +379,8 @@ impl Store {
         q: &UsageQuery,
     ) -> Result<Vec<UsagePoint>, StoreError> {
         let width = bucket.millis();
-        let to = q.to.unwrap_or_else(super::now_ms);
-        let from = q.from.unwrap_or_else(|| bucket.last(24, to - 1).0);
+        let to = clamp_ms(q.to.unwrap_or_else(super::now_ms));
+        let from = clamp_ms(q.from.unwrap_or_else(|| bucket.last(24, to - 1).0));
         if to <= from {
             return Ok(Vec::new());
         }
@@ -271,8 +398,8 @@ impl Store {
         let rows: Vec<UsagePoint> = with_pool!(self, p => {
             let mut qb = QueryBuilder::new("SELECT CAST((at / ");
             qb.push_bind(width).push(") * ").push_bind(width).push(
-                " AS BIGINT) AS start, COUNT(*) AS requests, \
-                 CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
+                " AS BIGINT) AS start, CAST(COALESCE(SUM(calls), 0) AS BIGINT) AS requests, \
+                 CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN calls ELSE 0 END), 0) AS BIGINT) AS errors, \
                  CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
                  CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
                  CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd FROM usage_records",
@@ -294,6 +421,7 @@ impl Store {
             }
             start += width;
         }
+        debug_assert!(out.len() as i64 <= MAX_BUCKETS);
         Ok(out)
     }
 }
@@ -397,6 +525,130 @@ mod tests {
             .is_empty());
     }
 
+    /// `reason` and `calls` are stored and read back, and totals and series
+    /// count a merged row as the calls it stands for.
+    async fn throttled_rows_round_trip(store: &Store) {
+        let t = T0 + 10 * HOUR;
+        let normal = UsageRow {
+            key_id: Some("k-throttled".into()),
+            ..row(t, "a", 200, 10, 0.5)
+        };
+        let merged = UsageRow {
+            request_id: "req-merged".into(),
+            status: 429,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            reason: Some(ThrottleReason::RateLimitRequests.as_str().into()),
+            calls: Calls(199),
+            ..normal.clone()
+        };
+        let single = UsageRow {
+            request_id: "req-single".into(),
+            at: t + 1,
+            reason: Some(ThrottleReason::Budget.as_str().into()),
+            calls: Calls::default(),
+            ..merged.clone()
+        };
+        assert_eq!(normal.reason, None);
+        assert_eq!(normal.calls, Calls(1), "a row is one call by default");
+        store
+            .insert_usage(&[normal.clone(), merged.clone(), single.clone()])
+            .await
+            .unwrap();
+        let q = UsageQuery {
+            key_id: Some("k-throttled".into()),
+            ..UsageQuery::default()
+        };
+        let (totals, records) = store.usage_report(&q).await.unwrap();
+        assert_eq!(records, [single, merged, normal]);
+        assert_eq!(totals.requests, 201);
+        assert_eq!(totals.throttled, 200);
+        assert_eq!(totals.input_tokens, 10);
+        let s = store
+            .usage_series(
+                Bucket::Hour,
+                &UsageQuery {
+                    from: Some(t),
+                    to: Some(t + HOUR),
+                    ..q
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((s[0].requests, s[0].errors), (201, 200));
+    }
+
+    #[test]
+    fn ranges_are_checked_before_any_arithmetic() {
+        let now = 1_764_000_000_000; // late 2025
+        let q = |from: Option<i64>, to: Option<i64>, limit: Option<i64>| UsageQuery {
+            from,
+            to,
+            limit,
+            ..UsageQuery::default()
+        };
+        assert!(q(None, None, None).check(now).is_ok());
+        assert!(q(
+            Some(EARLIEST_MS),
+            Some(now + FUTURE_SLACK_MS),
+            Some(MAX_LIMIT)
+        )
+        .check(now)
+        .is_ok());
+        assert!(q(Some(now), Some(now), Some(1)).check(now).is_ok());
+        for (bad, names) in [
+            (q(None, Some(i64::MAX), None), "`to`"),
+            (q(None, Some(i64::MIN), None), "`to`"),
+            (q(Some(EARLIEST_MS - 1), None, None), "`from`"),
+            (q(Some(now + FUTURE_SLACK_MS + 1), None, None), "`from`"),
+            (q(Some(-1), None, None), "`from`"),
+            (q(Some(now), Some(now - 1), None), "after `to`"),
+            (q(None, None, Some(0)), "`limit`"),
+            (q(None, None, Some(MAX_LIMIT + 1)), "`limit`"),
+            (q(None, None, Some(i64::MIN)), "`limit`"),
+        ] {
+            let err = bad.check(now).unwrap_err();
+            assert!(err.contains(names), "{err}");
+        }
+        // No overflow even at the extremes of `now`.
+        assert!(q(Some(EARLIEST_MS), None, None).check(i64::MAX).is_ok());
+    }
+
+    #[test]
+    fn bucket_arithmetic_cannot_overflow() {
+        for n in [i64::MIN, -1, 0, 1, i64::MAX] {
+            for now in [i64::MIN, 0, i64::MAX] {
+                let (from, to) = Bucket::Day.last(n, now);
+                assert!(from < to);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn series_of_extreme_ranges_stay_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(None, dir.path()).await.unwrap();
+        for (from, to) in [
+            (None, Some(i64::MAX)),
+            (Some(i64::MIN), Some(i64::MAX)),
+            (Some(i64::MIN), None),
+            (None, Some(i64::MIN)),
+            (Some(i64::MAX - 1), Some(i64::MAX)),
+        ] {
+            for bucket in [Bucket::Hour, Bucket::Day] {
+                let q = UsageQuery {
+                    from,
+                    to,
+                    ..UsageQuery::default()
+                };
+                let s = store.usage_series(bucket, &q).await.unwrap();
+                assert!(s.len() as i64 <= MAX_BUCKETS, "{from:?}..{to:?}");
+                assert!(s.windows(2).all(|w| w[0].start < w[1].start));
+            }
+        }
+    }
+
     #[test]
     fn last_buckets_end_with_the_current_one() {
         assert_eq!(Bucket::Hour.last(24, T0 + 5), (T0 - 23 * HOUR, T0 + 6));
@@ -408,6 +660,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(None, dir.path()).await.unwrap();
         series_are_bucketed(&store).await;
+        throttled_rows_round_trip(&store).await;
     }
 
     /// Needs the PostgreSQL that `ci/services.sh` starts; fails (never
@@ -435,6 +688,7 @@ mod tests {
             .await
             .unwrap();
         series_are_bucketed(&store).await;
+        throttled_rows_round_trip(&store).await;
         store.close().await;
         admin
             .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())

@@ -190,7 +190,8 @@ pub fn cooldown_hint(
     };
     if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_millis(ms as u64));
+            // `as` saturates; the cooldown bound applies as everywhere.
+            return Some(Duration::from_millis(ms as u64).min(super::breaker::MAX_COOLDOWN));
         }
     }
     if let Some(v) = header("retry-after") {
@@ -232,8 +233,14 @@ pub fn cooldown_hint(
                 if let Some(epoch) =
                     header("anthropic-ratelimit-unified-reset").and_then(|v| v.parse::<u64>().ok())
                 {
-                    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(epoch);
-                    let d = at.duration_since(now).unwrap_or_default();
+                    // An absurd epoch (u64::MAX) must not overflow the
+                    // clock: it means "as long as a cooldown may last".
+                    let d = SystemTime::UNIX_EPOCH
+                        .checked_add(Duration::from_secs(epoch))
+                        .map_or(super::breaker::MAX_COOLDOWN, |at| {
+                            at.duration_since(now).unwrap_or_default()
+                        })
+                        .min(super::breaker::MAX_COOLDOWN);
                     best = Some(best.map_or(d, |x| x.max(d)));
                 }
             }
@@ -448,6 +455,34 @@ mod tests {
         }
         assert_eq!(class(Anthropic, 401, ""), Auth, "401 is always the key");
         assert_eq!(class(OpenAi, 401, "<html>401</html>"), Auth);
+    }
+
+    #[test]
+    fn absurd_reset_epochs_are_clamped_not_overflowed() {
+        let now = SystemTime::now();
+        for epoch in [u64::MAX.to_string(), (u64::MAX / 2).to_string()] {
+            let d = cooldown_hint(
+                Protocol::Anthropic,
+                &h(&[
+                    ("anthropic-ratelimit-unified-status", "rejected"),
+                    ("anthropic-ratelimit-unified-reset", &epoch),
+                ]),
+                "",
+                now,
+            );
+            assert_eq!(d, Some(super::super::breaker::MAX_COOLDOWN), "{epoch}");
+        }
+        // retry-after-ms beyond u64 saturates and is bounded too.
+        let d = cooldown_hint(
+            Protocol::OpenAi,
+            &h(&[("retry-after-ms", "1e300")]),
+            "",
+            now,
+        );
+        assert!(
+            d.is_some_and(|d| d <= super::super::breaker::MAX_COOLDOWN),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -366,6 +366,7 @@ impl Connected<IncomingStream<'_, KillableListener>> for Conn {
 /// | `reset` | connection closed before any response byte | same |
 /// | `break-stream` | 200, first 2 events (non-stream: first half of the JSON), then the connection is cut | same |
 /// | `stall-stream:<ms>` | the normal answer, but an SSE stream pauses `<ms>` ms after its first 2 events (a long generation) | same |
+/// | `usage-late:<ms>` | 200 SSE: every event but the last two (the usage chunk and `[DONE]`) at once, then a `<ms>` pause, then those two (non-stream: normal) | same; the last two are `message_delta` (final usage) and `message_stop` |
 /// | `stream-error` | 200 SSE: first event, then `data: {"error":…}`, end (non-stream: 200 JSON `{"error":…}`) | 200 SSE: first event, then `event: error` `overloaded_error`, end (non-stream: 200 JSON error) |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
@@ -379,6 +380,8 @@ enum Fault {
     StreamError,
     /// A stream that pauses this many ms after its first two events.
     StallStream(u64),
+    /// Stream: the last two events (the final usage and the end) after a pause.
+    UsageLate(u64),
     /// An error with this status whose message echoes the credential.
     EchoKey(u16),
 }
@@ -422,6 +425,9 @@ impl Fault {
             "reset" => Fault::Reset,
             "break-stream" => Fault::BreakStream,
             "stream-error" => Fault::StreamError,
+            _ if spec.starts_with("usage-late:") => {
+                Fault::UsageLate(spec.strip_prefix("usage-late:")?.parse().ok()?)
+            }
             _ => match spec.strip_prefix("echo-key-") {
                 Some(code) => Fault::EchoKey(code.parse().ok().filter(|c| (400..600).contains(c))?),
                 None => match spec.strip_prefix("stall-stream:") {
@@ -681,7 +687,7 @@ async fn early_fault(
             }
         }
         Fault::Reset => Some(conn.kill()),
-        Fault::BreakStream | Fault::StreamError | Fault::StallStream(_) => None,
+        Fault::BreakStream | Fault::StreamError | Fault::StallStream(_) | Fault::UsageLate(_) => None,
     }
 }
 
@@ -737,6 +743,15 @@ fn render(output: Output, fault: Option<Fault>, proto: Proto) -> Response {
                     .chain(pause)
                     .chain(stream::iter(rest.into_iter().map(Ok))),
             )
+        }
+        (Output::Sse(mut events), Some(Fault::UsageLate(ms))) => {
+            let tail = events.split_off(events.len().saturating_sub(2));
+            let late = stream::once(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                stream::iter(tail.into_iter().map(Ok))
+            })
+            .flatten();
+            sse_response(stream::iter(events.into_iter().map(Ok)).chain(late))
         }
         (Output::Sse(events), _) => sse_response(stream::iter(events.into_iter().map(Ok))),
     }
@@ -869,7 +884,15 @@ enum Reply<'a> {
 const OPENAI_TOOL_ARGS: &str = r#"{"city":"Paris"}"#;
 const OPENAI_TOOL_ARG_PIECES: [&str; 2] = [r#"{"city":"#, r#""Paris"}"#];
 
-fn openai_usage() -> Value {
+/// Marker in the last user text: the OpenAI usage also reports 3 cache-write
+/// tokens, as some OpenAI-compatible servers do (`cache_write_tokens`).
+pub const CACHE_WRITE_MARKER: &str = "[[cache-write]]";
+
+fn openai_usage(cache_write: bool) -> Value {
+    if cache_write {
+        return json!({"prompt_tokens": 15, "completion_tokens": 5, "total_tokens": 20,
+                      "prompt_tokens_details": {"cached_tokens": 2, "cache_write_tokens": 3}});
+    }
     json!({"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17,
            "prompt_tokens_details": {"cached_tokens": 2}})
 }
@@ -926,16 +949,24 @@ async fn chat_completions(
 
     let id = format!("chatcmpl-mock{}", shared.next_id());
     let created = unix_now();
+    let cache_write = last_user_text.contains(CACHE_WRITE_MARKER);
     let output = if req["stream"] == true {
         let include_usage = req["stream_options"]["include_usage"] == true;
-        Output::Sse(openai_stream(&id, created, model, &reply, include_usage))
+        let usage = include_usage.then(|| openai_usage(cache_write));
+        Output::Sse(openai_stream(&id, created, model, &reply, usage))
     } else {
-        Output::Json(openai_completion(&id, created, model, &reply))
+        Output::Json(openai_completion(&id, created, model, &reply, cache_write))
     };
     render(output, fault, Proto::OpenAi)
 }
 
-fn openai_completion(id: &str, created: u64, model: &str, reply: &Reply<'_>) -> Vec<u8> {
+fn openai_completion(
+    id: &str,
+    created: u64,
+    model: &str,
+    reply: &Reply<'_>,
+    cache_write: bool,
+) -> Vec<u8> {
     let (message, finish_reason) = match reply {
         Reply::Text(text) => (
             json!({"role": "assistant", "content": text, "refusal": null}),
@@ -952,7 +983,7 @@ fn openai_completion(id: &str, created: u64, model: &str, reply: &Reply<'_>) -> 
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "system_fingerprint": "fp_mock",
         "choices": [{"index": 0, "logprobs": null, "finish_reason": finish_reason, "message": message}],
-        "usage": openai_usage(),
+        "usage": openai_usage(cache_write),
     });
     body.to_string().into_bytes()
 }
@@ -962,8 +993,9 @@ fn openai_stream(
     created: u64,
     model: &str,
     reply: &Reply<'_>,
-    include_usage: bool,
+    usage: Option<Value>,
 ) -> Vec<Bytes> {
+    let include_usage = usage.is_some();
     // Every chunk shares id/created/model; `usage` is present (null) only with include_usage.
     let chunk = |choices: Value, usage: Value| -> Bytes {
         let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": created,
@@ -1012,8 +1044,8 @@ fn openai_stream(
         }
     };
     events.push(delta(json!({}), json!(finish_reason)));
-    if include_usage {
-        events.push(chunk(json!([]), openai_usage()));
+    if let Some(usage) = usage {
+        events.push(chunk(json!([]), usage));
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     events

@@ -81,7 +81,7 @@ kind: Model
 name: gpt-test
 aliases: [gpt-latest]
 description: {description}
-pricing: {{ input_per_mtok: 1.0, output_per_mtok: 2.0 }}
+pricing: {{ input_per_mtok: 1.0, output_per_mtok: 2.0, cache_read_per_mtok: 0.5 }}
 ---
 kind: Model
 name: flaky-model
@@ -255,6 +255,13 @@ async fn dashboard_escapes_config_text_and_never_shows_secrets() {
         .unwrap();
     assert!(models.contains("gpt-latest") && models.contains("gpt-upstream-v1"));
     assert!(models.contains("read-only here"), "config banner");
+    // Effective cache prices, and what an unset one is billed at: gpt-test
+    // sets a cache-read price only.
+    assert!(models.contains("$0.5 cache read"), "{models}");
+    assert!(
+        models.contains("cache write not set: billed at the input price $1"),
+        "{models}"
+    );
     let hosts = d
         .get("/hosts", Some(ADMIN_TOKEN))
         .await

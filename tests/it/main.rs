@@ -9,13 +9,16 @@ mod config_fixtures;
 mod control;
 mod dashboard;
 mod deploy;
+mod edge;
 mod failover;
 mod isolation;
+mod ledger;
 mod lifecycle;
 mod metrics;
 mod mock_selftest;
 #[path = "../common/mock_upstream.rs"]
 mod mock_upstream;
+mod money;
 mod proxy;
 mod reload;
 mod request_id;

@@ -40,6 +40,12 @@ const RELAY_VARS: &[&str] = &[
     "RELAY_USAGE_RETENTION",
     "RELAY_ACCESS_LOG",
     "RELAY_ACCESS_LOG_SAMPLE",
+    "RELAY_HEADER_TIMEOUT",
+    "RELAY_IDLE_TIMEOUT",
+    "RELAY_BODY_TIMEOUT",
+    "RELAY_MAX_CONNECTIONS",
+    "RELAY_CONTROL_MAX_CONNECTIONS",
+    "RELAY_BODY_BUDGET",
 ];
 
 /// A `relay` command with a clean environment.
