@@ -9,11 +9,17 @@
 //! unready at once and the orchestrator would remove them all.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 
 #[derive(Debug, Default)]
 pub struct Lifecycle {
     store_reached: AtomicBool,
     draining: AtomicBool,
+    /// Why the store has not been reached yet (the last attempt's error,
+    /// password redacted), while relay keeps retrying.
+    store_error: ArcSwapOption<String>,
 }
 
 /// Why a replica is not ready (the `/readyz` body names it).
@@ -50,7 +56,22 @@ impl Lifecycle {
 
     /// The store answered (once is enough: see the module comment).
     pub fn store_reached(&self) {
+        self.store_error.store(None);
         self.store_reached.store(true, Ordering::Release);
+    }
+
+    pub fn is_store_reached(&self) -> bool {
+        self.store_reached.load(Ordering::Acquire)
+    }
+
+    /// The last attempt to reach the store failed with `error`.
+    pub fn store_failed(&self, error: String) {
+        self.store_error.store(Some(Arc::new(error)));
+    }
+
+    /// The error of the last failed attempt, while the store is unreached.
+    pub fn store_error(&self) -> Option<Arc<String>> {
+        self.store_error.load_full()
     }
 
     pub fn start_draining(&self) {

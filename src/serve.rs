@@ -50,6 +50,8 @@ pub struct ServeSettings {
     pub shutdown_timeout: Duration,
     /// Usage records older than this are pruned; `None` keeps them.
     pub usage_retention: Option<Duration>,
+    /// The access log: on/off and the sampled fraction of successes.
+    pub access_log: crate::gateway::AccessLog,
     /// Timeouts and connection cap of the data plane.
     pub data_limits: http::conn::ConnLimits,
     /// Timeouts and connection cap of the control plane.
@@ -136,24 +138,48 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
         tracing::info!("dashboard session cookie is not marked Secure (RELAY_COOKIE_SECURE=false or embedded mode); serve the control plane over TLS in production");
     }
 
-    let store = Store::open(
+    let store = Store::open_lazy(
         settings.database_url.as_ref().map(|u| u.expose()),
         &settings.data_dir,
     )
     .await?;
-    tracing::info!(backend = store.backend(), "runtime store ready");
     let lifecycle = Arc::new(Lifecycle::new());
-    lifecycle.store_reached();
-    let keys = Arc::new(KeyCache::load(store.clone()).await?);
+    let keys = Arc::new(KeyCache::unloaded(store.clone()));
     keys.set_lookup_rate(settings.key_lookup_rate);
+    // Background writers stop only after the servers have drained, so
+    // nothing in-flight loses its usage record.
+    let background = CancellationToken::new();
+    // A database that is down at start is waited for (see `connect_store`);
+    // anything else wrong with it (a failed migration) still stops relay.
+    let store_task = match connect_store(&store, &keys).await {
+        Ok(()) => {
+            lifecycle.store_reached();
+            tracing::info!(backend = store.backend(), "runtime store ready");
+            None
+        }
+        Err(e) if e.is_unreachable() && matches!(store, Store::Postgres(_)) => {
+            tracing::error!(
+                error = %e,
+                "runtime database unreachable; serving /livez, /readyz (503) and /healthz meanwhile, and \
+                 retrying in the background"
+            );
+            lifecycle.store_failed(format!("store: {e}"));
+            Some(tokio::spawn(retry_store(
+                store.clone(),
+                keys.clone(),
+                lifecycle.clone(),
+                background.clone(),
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
     let state_backend = StateBackend::open(settings.state_url.as_ref().map(|u| u.expose())).await?;
     tracing::info!(backend = state_backend.name(), "state backend ready");
     let breakers = Breakers::new(state_backend);
 
     let shutdown = CancellationToken::new();
-    // Background writers stop only after the servers have drained, so
-    // nothing in-flight loses its usage record.
-    let background = CancellationToken::new();
+    // At the shutdown deadline: in-flight streams end with an error event.
+    let cutoff = CancellationToken::new();
     // The data plane's runtimes outlive everything else: connections (to
     // the database, to Redis) opened from a request stay usable until the
     // end.
@@ -161,7 +187,11 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     let refresher = keys.spawn_refresher(background.clone());
     let (usage, usage_writer) = usage::spawn_writer(store.clone(), background.clone());
     let reloader = watch::spawn(handle.clone(), shutdown.clone());
-    let gateway = Arc::new(Gateway::new(handle.clone(), keys, breakers.clone(), usage));
+    let gateway = Arc::new(
+        Gateway::new(handle.clone(), keys, breakers.clone(), usage)
+            .with_access_log(settings.access_log)
+            .with_cutoff(cutoff.clone()),
+    );
     let budgets =
         gateway
             .budgets
@@ -260,14 +290,21 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
         shutdown.cancelled().await;
         tokio::time::sleep(settings.shutdown_timeout).await;
     };
+    let mut servers_done = std::pin::pin!(servers_done);
     let result = tokio::select! {
-        r = servers_done => r,
+        r = &mut servers_done => r,
         () = deadline => {
             tracing::warn!(
                 timeout = ?settings.shutdown_timeout,
                 "in-flight requests did not finish within RELAY_SHUTDOWN_TIMEOUT; closing them"
             );
-            Ok(())
+            // Streams send their protocol's error event and queue their
+            // usage records; the connections then close. Whatever is still
+            // running after a short grace is dropped.
+            cutoff.cancel();
+            tokio::time::timeout(CUTOFF_GRACE, &mut servers_done)
+                .await
+                .unwrap_or(Ok(()))
         }
     };
     drain.abort();
@@ -275,6 +312,9 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     background.cancel();
     let _ = usage_writer.await;
     let _ = refresher.await;
+    if let Some(t) = store_task {
+        let _ = t.await;
+    }
     let _ = budgets.await;
     if let Some(r) = retention {
         let _ = r.await;
@@ -284,6 +324,60 @@ pub async fn run(settings: ServeSettings) -> Result<(), ServeError> {
     linger.cancel();
     tracing::info!("stopped");
     result
+}
+
+/// After the shutdown deadline: how long cut streams get to send their
+/// final event (their usage is queued as they end, then written).
+const CUTOFF_GRACE: Duration = Duration::from_secs(1);
+
+/// Reaches the store (one fresh connection, so the error names the real
+/// cause), applies migrations and loads the key table.
+async fn connect_store(store: &Store, keys: &KeyCache) -> Result<(), crate::store::StoreError> {
+    store.reach().await?;
+    store.migrate().await?;
+    keys.init().await
+}
+
+/// First retry after this long; doubled after each failure up to
+/// `STORE_RETRY_MAX`.
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(500);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Retries [`connect_store`] with backoff until it succeeds (the replica
+/// turns ready) or relay stops. Each failure is kept for `/readyz`.
+async fn retry_store(
+    store: Store,
+    keys: Arc<KeyCache>,
+    lifecycle: Arc<Lifecycle>,
+    stop: CancellationToken,
+) {
+    let mut wait = STORE_RETRY_FIRST;
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        match connect_store(&store, &keys).await {
+            Ok(()) => {
+                lifecycle.store_reached();
+                tracing::info!(
+                    backend = store.backend(),
+                    "runtime store reached; relay keys loaded, ready"
+                );
+                return;
+            }
+            Err(e) => {
+                let text = format!("store: {e}");
+                if text != last {
+                    tracing::warn!(error = %e, retry_in = ?wait, "runtime database still unreachable");
+                    last.clone_from(&text);
+                }
+                lifecycle.store_failed(text);
+            }
+        }
+        wait = (wait * 2).min(STORE_RETRY_MAX);
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {

@@ -16,7 +16,7 @@
 //! the bound the caller is told to retry (503), not that the key is wrong.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -72,7 +72,9 @@ type Table = FxHashMap<[u8; 32], Arc<KeyEntry>>;
 
 pub struct KeyCache {
     table: ArcSwap<Table>,
-    hasher: KeyHasher,
+    /// Set once the store has answered (the pepper lives there).
+    hasher: OnceLock<KeyHasher>,
+    /// `i64::MIN` until the table was loaded once.
     epoch: AtomicI64,
     store: Store,
     misses: Misses,
@@ -140,10 +142,17 @@ impl Bucket {
 
 impl KeyCache {
     pub async fn load(store: Store) -> Result<KeyCache, StoreError> {
-        let pepper = store.key_pepper().await?;
-        let cache = KeyCache {
+        let cache = KeyCache::unloaded(store);
+        cache.init().await?;
+        Ok(cache)
+    }
+
+    /// An empty table that answers nothing until [`KeyCache::init`]
+    /// succeeds (relay started while the store was down).
+    pub fn unloaded(store: Store) -> KeyCache {
+        KeyCache {
             table: ArcSwap::from_pointee(Table::default()),
-            hasher: KeyHasher::new(&pepper),
+            hasher: OnceLock::new(),
             epoch: AtomicI64::new(i64::MIN),
             store,
             misses: Misses {
@@ -151,13 +160,28 @@ impl KeyCache {
                 absent: Mutex::default(),
                 bucket: Mutex::new(Bucket::new(DEFAULT_LOOKUP_RATE)),
             },
-        };
-        cache.refresh().await?;
-        Ok(cache)
+        }
     }
 
-    pub fn hasher(&self) -> &KeyHasher {
-        &self.hasher
+    /// Reads the pepper and loads the table.
+    pub async fn init(&self) -> Result<(), StoreError> {
+        if self.hasher.get().is_none() {
+            let pepper = self.store.key_pepper().await?;
+            let _ = self.hasher.set(KeyHasher::new(&pepper));
+        }
+        self.refresh().await?;
+        Ok(())
+    }
+
+    /// Whether the table was loaded from the store at least once: until
+    /// then every key would look unknown, so callers answer 503, not 401.
+    pub fn is_loaded(&self) -> bool {
+        self.epoch.load(Ordering::Acquire) != i64::MIN
+    }
+
+    /// `None` until the store has answered once.
+    pub fn hasher(&self) -> Option<&KeyHasher> {
+        self.hasher.get()
     }
 
     /// Bounds store lookups of keys missing from the table to `per_second`
@@ -168,7 +192,7 @@ impl KeyCache {
 
     /// The entry for a plaintext key, if the table has it.
     pub fn lookup(&self, plaintext: &str) -> Option<Arc<KeyEntry>> {
-        let hash = self.hasher.hash(plaintext);
+        let hash = self.hasher.get()?.hash(plaintext);
         self.table.load().get(&hash).cloned()
     }
 
@@ -176,7 +200,11 @@ impl KeyCache {
     /// module docs). Call only for well-formed keys: the checksum is what
     /// keeps typos and garbage from costing a query.
     pub async fn find(&self, plaintext: &str) -> (Lookup, Option<MissOutcome>) {
-        let hash = self.hasher.hash(plaintext);
+        // No pepper yet: the store was never reached (callers check first).
+        let Some(hasher) = self.hasher.get() else {
+            return (Lookup::Failed, None);
+        };
+        let hash = hasher.hash(plaintext);
         if let Some(e) = self.table.load().get(&hash) {
             return (Lookup::Found(e.clone()), None);
         }
@@ -328,6 +356,10 @@ impl KeyCache {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = poll.tick() => {}
+                }
+                // Until serve's store task has loaded it once.
+                if !cache.is_loaded() {
+                    continue;
                 }
                 match cache.refresh().await {
                     Ok(_) if failing => {

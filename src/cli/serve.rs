@@ -71,6 +71,14 @@ pub struct ServeArgs {
     /// Past it such keys get 503 with `retry-after: 1`, never a false 401.
     #[arg(long, env = "RELAY_KEY_LOOKUP_RATE", default_value_t = crate::auth::cache::DEFAULT_LOOKUP_RATE, value_parser = clap::value_parser!(u32).range(1..))]
     pub key_lookup_rate: u32,
+    /// One structured line per data-plane request (target `relay::access`,
+    /// level info): `on` or `off`.
+    #[arg(long, env = "RELAY_ACCESS_LOG", default_value = "on", value_parser = on_off)]
+    pub access_log: bool,
+    /// Fraction of successful requests that get an access line (0.0–1.0);
+    /// requests answered with an error status always do.
+    #[arg(long, env = "RELAY_ACCESS_LOG_SAMPLE", default_value = "1.0", value_parser = fraction)]
+    pub access_log_sample: f64,
     /// Comma-separated address ranges (`10.0.0.0/8,fd00::/8`) of load
     /// balancers whose `Forwarded` / `X-Forwarded-For` headers name the
     /// client on the control plane (login limits, logs). Default: none —
@@ -107,6 +115,25 @@ pub struct ServeArgs {
     pub database: DatabaseArg,
     #[command(flatten)]
     pub state: super::StateArg,
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(format!("`{s}` is neither `on` nor `off`")),
+    }
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| (0.0..=1.0).contains(f))
+        .ok_or_else(|| {
+            format!(
+                "`{s}` is not a fraction between 0.0 and 1.0 (e.g. 0.1 logs one success in ten)"
+            )
+        })
 }
 
 /// A duration above zero, like `10s` or `500ms`.
@@ -187,6 +214,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
         drain_delay: args.drain_delay,
         shutdown_timeout: args.shutdown_timeout,
         usage_retention: args.usage_retention,
+        access_log: crate::gateway::AccessLog {
+            enabled: args.access_log,
+            sample: args.access_log_sample,
+        },
         data_limits: crate::http::conn::ConnLimits {
             header_timeout: args.header_timeout,
             idle_timeout: args.idle_timeout,

@@ -89,6 +89,13 @@ pub enum GatewayError {
          how the upstream speaks"
     )]
     UpstreamProtocol { host: String, detail: String },
+    /// Relay started while its runtime database was down and has not loaded
+    /// the key table yet: no key can be checked, so no 401 either.
+    #[error(
+        "relay is starting and cannot check relay keys yet: its runtime database has not been reached; retry \
+         shortly"
+    )]
+    NotReady,
     /// An upstream error passed on to the client: status and body in the
     /// upstream's protocol.
     #[error("upstream error {status}")]
@@ -127,7 +134,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => 400,
             GatewayError::NotGranted { .. } | GatewayError::PolicyMissing { .. } => 403,
             GatewayError::UnknownModel { .. } | GatewayError::NoBinding { .. } => 404,
-            GatewayError::NoHealthyKeys { .. } => 503,
+            GatewayError::NoHealthyKeys { .. } | GatewayError::NotReady => 503,
             GatewayError::RateLimited { .. } | GatewayError::BudgetExceeded { .. } => 429,
             GatewayError::Unsupported(_) => 501,
             GatewayError::UpstreamUnreachable { .. }
@@ -149,6 +156,7 @@ impl GatewayError {
             GatewayError::UnknownModel { .. } => "model_not_found",
             GatewayError::NoBinding { .. } => "model_not_routable",
             GatewayError::NoHealthyKeys { .. } => "no_healthy_keys",
+            GatewayError::NotReady => "not_ready",
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::BudgetExceeded { .. } => "budget_exceeded",
             GatewayError::Unsupported(_) => "unsupported",

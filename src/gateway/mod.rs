@@ -6,6 +6,7 @@
 //! and returns a `Reply` or a `GatewayError`; `http` turns those into
 //! responses.
 
+pub mod access;
 pub mod budget;
 mod error;
 pub mod estimate;
@@ -21,6 +22,7 @@ use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
+pub use access::{AccessLog, RequestCtx};
 pub use error::GatewayError;
 pub use usage::UsageSink;
 
@@ -47,7 +49,8 @@ struct Call<'a> {
     model: &'a Model,
     stream: bool,
     started: Instant,
-    key: &'a KeyEntry,
+    key: &'a Arc<KeyEntry>,
+    ctx: &'a Arc<RequestCtx>,
     /// Tokens this call is assumed to use until the upstream says.
     estimate: estimate::Estimate,
     /// The budget reservation, handed to the ticket that records the call
@@ -102,6 +105,9 @@ pub struct Gateway {
     usage: UsageSink,
     pub budgets: Arc<budget::Budgets>,
     pub metrics: Arc<Metrics>,
+    pub access_log: AccessLog,
+    /// Cancelled at the shutdown deadline: in-flight streams end.
+    cutoff: tokio_util::sync::CancellationToken,
 }
 
 /// Everything needed to record one call's usage, whenever it ends.
@@ -119,6 +125,13 @@ struct Ticket {
     estimate: Option<estimate::Estimate>,
     recorded: bool,
     metrics: Arc<Metrics>,
+    ctx: Arc<RequestCtx>,
+    key: Arc<KeyEntry>,
+    access_log: AccessLog,
+    /// Until the upstream's response head, for the answering attempt.
+    upstream: Option<Duration>,
+    /// The host key that answered (only kept when the access log is on).
+    host_key: Option<String>,
 }
 
 /// Status recorded when the client went away before the reply was done.
@@ -137,6 +150,14 @@ impl Drop for Ticket {
 }
 
 impl Ticket {
+    /// The attempt that answered: for the access line.
+    fn answered_by(&mut self, log: &AccessLog, key: &HostKey, upstream: Duration) {
+        self.upstream = Some(upstream);
+        if log.enabled {
+            self.host_key = Some(key.name.clone());
+        }
+    }
+
     fn finish(mut self, status: u16, usage: Option<Usage>) {
         self.record(status, usage);
     }
@@ -177,6 +198,27 @@ impl Ticket {
         let binding = self.row.binding.as_deref();
         self.metrics
             .record_call(&self.row.model, binding, status, elapsed, u);
+        if self.access_log.wants(status) {
+            access::emit(
+                &self.ctx,
+                &access::Line {
+                    key_id: self.row.key_id.as_deref(),
+                    key_name: self.key.name.as_deref(),
+                    model: Some(&self.row.model),
+                    binding,
+                    host: self.row.host.as_deref(),
+                    host_key: self.host_key.as_deref(),
+                    status,
+                    attempts: self.ctx.attempts(),
+                    latency: elapsed,
+                    upstream: self.upstream,
+                    input_tokens: u.input_tokens,
+                    output_tokens: u.output_tokens,
+                    streamed: self.row.streamed,
+                    path: None,
+                },
+            );
+        }
         self.usage.record(std::mem::take(&mut self.row));
     }
 }
@@ -196,7 +238,22 @@ impl Gateway {
             usage,
             budgets: Arc::default(),
             metrics: Arc::new(Metrics::new()),
+            access_log: AccessLog::default(),
+            cutoff: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Streams still running when `cutoff` is cancelled end with the
+    /// client protocol's error event (and are recorded).
+    pub fn with_cutoff(mut self, cutoff: tokio_util::sync::CancellationToken) -> Gateway {
+        self.cutoff = cutoff;
+        self
+    }
+
+    /// Access-log settings (on, every request, by default).
+    pub fn with_access_log(mut self, access_log: AccessLog) -> Gateway {
+        self.access_log = access_log;
+        self
     }
 
     /// Checks a presented relay key (401 on failure; 503 when a key missing
@@ -205,6 +262,9 @@ impl Gateway {
         &self,
         presented: Option<&str>,
     ) -> Result<Arc<KeyEntry>, GatewayError> {
+        if !self.keys.is_loaded() {
+            return Err(GatewayError::NotReady);
+        }
         let metrics = &self.metrics;
         auth::authenticate(&self.keys, presented, now_ms(), |m| metrics.key_lookup(m))
             .await
@@ -259,12 +319,51 @@ impl Gateway {
     /// limits, then attempts in plan order until one succeeds. A failure
     /// that is the key's fault (or the upstream's) moves on to the next key,
     /// then the next binding, before the client has seen a byte.
+    ///
+    /// `ctx` carries the request's ids (passed upstream, recorded in usage)
+    /// and who writes its access line: the usage record when there is one,
+    /// else this function for a call refused before any.
     pub async fn call(
         &self,
         endpoint: Endpoint,
         key: Arc<KeyEntry>,
         headers: &HeaderMap,
         body: Bytes,
+        ctx: &Arc<RequestCtx>,
+    ) -> Result<Reply, GatewayError> {
+        let result = self
+            .call_inner(endpoint, &key, headers, body.clone(), ctx)
+            .await;
+        if let Err(e) = &result {
+            let status = e.status().as_u16();
+            if self.access_log.wants(status) && ctx.claim_log() {
+                // An error path only: the model is read again from the body.
+                let obj = RawObject::parse(&body).ok();
+                let model = obj.as_ref().and_then(|o| o.str("model").ok().flatten());
+                access::emit(
+                    ctx,
+                    &access::Line {
+                        key_id: Some(&key.id),
+                        key_name: key.name.as_deref(),
+                        model: model.as_deref(),
+                        status,
+                        attempts: ctx.attempts(),
+                        latency: ctx.started.elapsed(),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        result
+    }
+
+    async fn call_inner(
+        &self,
+        endpoint: Endpoint,
+        key: &Arc<KeyEntry>,
+        headers: &HeaderMap,
+        body: Bytes,
+        ctx: &Arc<RequestCtx>,
     ) -> Result<Reply, GatewayError> {
         let started = Instant::now();
         let snap = self.config.snapshot();
@@ -281,7 +380,7 @@ impl Gateway {
             && obj
                 .flag("stream")
                 .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
-        let model = Self::resolve(&snap, &key, &requested)?;
+        let model = Self::resolve(&snap, key, &requested)?;
         // `resolve` has checked the grant, so the policy exists.
         let policy = snap.policy(&key.policy);
         let estimate = estimate::Estimate::of(&obj, body.len(), model);
@@ -295,10 +394,10 @@ impl Gateway {
                 .await
             {
                 Ok(hold) => budget = hold,
-                Err(err) => return Err(self.refused(model, &key, stream, started, err)),
+                Err(err) => return Err(self.refused(model, key, ctx, stream, started, err)),
             }
         }
-        let admission = policy.and_then(|p| Self::admission(p, &key, estimate));
+        let admission = policy.and_then(|p| Self::admission(p, key, estimate));
 
         let call = Call {
             endpoint,
@@ -308,7 +407,8 @@ impl Gateway {
             model,
             stream,
             started,
-            key: &key,
+            key,
+            ctx,
             estimate,
             budget: std::sync::Mutex::new(budget),
         };
@@ -322,7 +422,7 @@ impl Gateway {
                     limit,
                     retry_after_ms,
                 };
-                return Err(self.refused(model, &key, stream, started, err));
+                return Err(self.refused(model, key, ctx, stream, started, err));
             }
             Err(plan::Refused::Exhausted(ex)) => {
                 let mut limit =
@@ -361,6 +461,7 @@ impl Gateway {
             if attempt.probe && !self.breakers.claim_probe(&attempt.key.fingerprint).await {
                 continue;
             }
+            ctx.count_attempt();
             match self.attempt(&call, attempt, left, &mut limit).await {
                 Ok(reply) => {
                     self.breakers
@@ -376,6 +477,7 @@ impl Gateway {
                 }
                 Err(Outcome::Retry(err, failure)) => {
                     tracing::warn!(
+                        request_id = ctx.visible(),
                         host = %attempt.host.name, key = %attempt.key.name, class = failure.class.as_str(),
                         error = %err, "upstream attempt failed; trying the next key"
                     );
@@ -431,6 +533,7 @@ impl Gateway {
         &self,
         model: &Model,
         key: &KeyEntry,
+        ctx: &RequestCtx,
         stream: bool,
         started: Instant,
         err: GatewayError,
@@ -446,7 +549,8 @@ impl Gateway {
         };
         self.usage.record(UsageRow {
             at: now_ms(),
-            request_id: request_id(),
+            request_id: ctx.id.clone(),
+            client_request_id: ctx.client_id(),
             key_id: Some(key.id.clone()),
             model: model.name.clone(),
             status: i32::from(status),
@@ -522,6 +626,7 @@ impl Gateway {
             host,
             host_key,
             call.headers,
+            &call.ctx.header,
             upstream_body,
         );
         let mut guard = Abandon {
@@ -538,6 +643,10 @@ impl Gateway {
             .await;
         guard.armed = false;
         let sent = sent.map_err(|e| {
+            tracing::warn!(
+                request_id = call.ctx.visible(), host = %host.name, error = %e,
+                "upstream unreachable"
+            );
             final_err(GatewayError::UpstreamUnreachable {
                 host: host.name.clone(),
                 detail: e.to_string(),
@@ -556,8 +665,9 @@ impl Gateway {
                 ));
             }
         };
+        let upstream_latency = sent_at.elapsed();
         self.metrics
-            .record_upstream(&call.model.name, &binding.name, sent_at.elapsed());
+            .record_upstream(&call.model.name, &binding.name, upstream_latency);
         let status = response.status;
         if !status.is_success() {
             let upstream_headers = std::mem::take(&mut response.headers);
@@ -580,7 +690,9 @@ impl Gateway {
             if failure.class == FailureClass::ClientError {
                 self.metrics
                     .record_upstream_error(&host.name, &host_key.name, failure.class);
-                let ticket = self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
+                let mut ticket =
+                    self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
+                ticket.answered_by(&self.access_log, host_key, upstream_latency);
                 ticket.finish(status.as_u16(), None);
                 return Err(final_err(err));
             }
@@ -622,13 +734,10 @@ impl Gateway {
                 }
             };
             let mut ticket = self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
+            ticket.answered_by(&self.access_log, host_key, upstream_latency);
             // Charged should the relay task itself be dropped (runtime
             // shutdown) before the stream has settled.
             ticket.estimate = Some(call.estimate);
-            reply_headers.insert(
-                HeaderName::from_static("x-request-id"),
-                header_value(&ticket.row.request_id),
-            );
             reply_headers.insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("text/event-stream"),
@@ -654,6 +763,7 @@ impl Gateway {
             let breakers = self.breakers.clone();
             let (fingerprint, settings) = (host_key.fingerprint.clone(), host.breaker);
             let names = (host.name.clone(), host_key.name.clone());
+            let cutoff = self.cutoff.clone();
             let body = stream::relay(
                 first,
                 upstream,
@@ -661,6 +771,7 @@ impl Gateway {
                 client,
                 adapter,
                 call.estimate,
+                cutoff,
                 move |status, usage, estimated| {
                     if status == stream::BROKEN_STREAM {
                         let class = FailureClass::ServerError;
@@ -709,11 +820,8 @@ impl Gateway {
                 return Err(Outcome::Retry(protocol_error(detail), failure));
             }
         };
-        let ticket = self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
-        reply_headers.insert(
-            HeaderName::from_static("x-request-id"),
-            header_value(&ticket.row.request_id),
-        );
+        let mut ticket = self.ticket(call, Some((binding, host)), guard.limit.take().flatten());
+        ticket.answered_by(&self.access_log, host_key, upstream_latency);
         // The adapter's one usage parser, translated call or not.
         let parsed = usage::response_usage(adapter, &body);
         let Ok(usage) = parsed else {
@@ -787,12 +895,15 @@ impl Gateway {
         route: Option<(&Binding, &Host)>,
         limit: Option<limits::Held>,
     ) -> Ticket {
+        // The usage record writes the access line, whenever it is written.
+        call.ctx.claim_log();
         Ticket {
             usage: self.usage.clone(),
             started: call.started,
             row: UsageRow {
                 at: now_ms(),
-                request_id: request_id(),
+                request_id: call.ctx.id.clone(),
+                client_request_id: call.ctx.client_id(),
                 key_id: Some(call.key.id.clone()),
                 model: call.model.name.clone(),
                 binding: route.map(|(b, _)| b.name.clone()),
@@ -818,6 +929,11 @@ impl Gateway {
             estimate: None,
             recorded: false,
             metrics: self.metrics.clone(),
+            ctx: call.ctx.clone(),
+            key: call.key.clone(),
+            access_log: self.access_log,
+            upstream: None,
+            host_key: None,
         }
     }
 }
@@ -855,6 +971,7 @@ fn upstream_request(
     host: &Host,
     key: &HostKey,
     client_headers: &HeaderMap,
+    request_id: &HeaderValue,
     body: Vec<u8>,
 ) -> upstream::Request {
     let uri = match endpoint {
@@ -866,7 +983,8 @@ fn upstream_request(
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
     let h = req.headers_mut();
-    h.reserve(6 + host.extra_headers.len());
+    h.reserve(7 + host.extra_headers.len());
+    h.insert(HeaderName::from_static("x-request-id"), request_id.clone());
     h.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -951,16 +1069,4 @@ async fn read_limited(mut response: upstream::Body) -> Result<Bytes, String> {
             Err(e) => return Err(format!("reading the upstream response failed: {e}")),
         }
     }
-}
-
-fn request_id() -> String {
-    use rand::distributions::{Alphanumeric, DistString};
-    format!(
-        "req_{}",
-        Alphanumeric.sample_string(&mut rand::thread_rng(), 20)
-    )
-}
-
-fn header_value(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }

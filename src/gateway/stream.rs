@@ -12,6 +12,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{BoxStream, StreamExt};
 
+use tokio_util::sync::CancellationToken;
+
 use super::estimate::{Estimate, OutputCounter};
 
 use crate::adapters::translate::StreamTranslator;
@@ -86,6 +88,9 @@ struct State<F: FnOnce(u16, Option<Usage>, bool)> {
     usage_final: bool,
     output: OutputCounter,
     estimate: Estimate,
+    /// Cancelled at the shutdown deadline: the stream ends with the
+    /// protocol's error event and its usage is recorded.
+    cutoff: CancellationToken,
 }
 
 impl<F: FnOnce(u16, Option<Usage>, bool)> State<F> {
@@ -204,6 +209,9 @@ impl<F: FnOnce(u16, Option<Usage>, bool) + Send + 'static> Drop for Live<F> {
 /// Status recorded for a stream cut before its terminal event (the client
 /// already has a 200; this is for usage records and metrics).
 pub(super) const BROKEN_STREAM: u16 = 502;
+/// Status recorded for a stream cut at the shutdown deadline (not the
+/// upstream's fault: no breaker failure).
+pub(super) const SHUTDOWN_CUT: u16 = 503;
 /// Status recorded when the client went away before the end.
 const CLIENT_CLOSED: u16 = 499;
 
@@ -220,6 +228,7 @@ pub fn relay<F>(
     client: Protocol,
     speaks: Protocol,
     estimate: Estimate,
+    cutoff: CancellationToken,
     done: F,
 ) -> BoxStream<'static, Result<Bytes, std::io::Error>>
 where
@@ -237,6 +246,7 @@ where
         usage_final: false,
         output: OutputCounter::default(),
         estimate,
+        cutoff,
     };
     futures_util::stream::unfold(Live(Some(state)), |mut live| async move {
         let st = live.0.as_mut()?;
@@ -252,7 +262,22 @@ async fn next<F: FnOnce(u16, Option<Usage>, bool)>(st: &mut State<F>) -> Option<
         if st.finished {
             return None;
         }
-        match st.upstream.next().await {
+        let next = tokio::select! {
+            biased;
+            () = st.cutoff.cancelled() => None,
+            n = st.upstream.next() => Some(n),
+        };
+        let Some(next) = next else {
+            tracing::warn!("shutdown deadline: ending an in-flight stream with an error event");
+            let out = fail(
+                st,
+                "relay is shutting down and this stream did not finish in time (RELAY_SHUTDOWN_TIMEOUT); retry the request",
+            );
+            // Finished: the Drop guard charges at once, without a grace read.
+            st.status = SHUTDOWN_CUT;
+            return Some(out);
+        };
+        match next {
             Some(Ok(chunk)) => {
                 st.splitter.push(&chunk);
                 let mut out = BytesMut::new();

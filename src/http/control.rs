@@ -13,6 +13,11 @@ use super::session::{self, AdminOnly, Principal};
 use super::AppState;
 use crate::config::ReloadOutcome;
 
+/// What the control plane says while the runtime store has not answered
+/// since start.
+pub const STORE_UNREACHED: &str =
+    "the runtime database has not been reached since start; /readyz names the cause";
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/version", get(version))
@@ -147,14 +152,14 @@ async fn create_key(
             ))
         }
     };
-    let minted = crate::auth::manage::mint(
-        &state.store,
-        state.gateway.keys.hasher(),
-        &req.policy,
-        req.name,
-        expires_in_ms,
-    )
-    .await?;
+    let hasher = state
+        .gateway
+        .keys
+        .hasher()
+        .ok_or_else(|| ApiError::Unavailable(STORE_UNREACHED.into()))?;
+    let minted =
+        crate::auth::manage::mint(&state.store, hasher, &req.policy, req.name, expires_in_ms)
+            .await?;
     state.gateway.keys.refresh().await?;
     let mut body = serde_json::to_value(&minted.row).unwrap_or_default();
     body["key"] = serde_json::Value::from(minted.plaintext.expose());

@@ -11,10 +11,16 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use std::sync::Arc;
+
+use axum::middleware::Next;
+
 use super::error::{json_response, render_body_error, render_gateway_error};
 use super::AppState;
 use crate::adapters::Protocol;
-use crate::gateway::{Endpoint, Reply, ReplyBody};
+use crate::gateway::{access, Endpoint, Reply, ReplyBody, RequestCtx};
+
+const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
 
 pub use super::body::MAX_REQUEST_BYTES;
 
@@ -33,7 +39,41 @@ pub fn router(state: AppState) -> Router {
         .route("/openai/v1/models", get(models))
         .route("/anthropic/v1/models", get(models))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_id,
+        ))
         .with_state(state)
+}
+
+/// Every data-plane response carries `x-request-id` (the client's own when
+/// acceptable, else one relay minted), errors included; requests that never
+/// reached a call (401, 413, unknown routes, not ready) get their access
+/// line here.
+async fn request_id(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let ctx = Arc::new(RequestCtx::new(req.headers().get(REQUEST_ID)));
+    // Probes are polled every few seconds: no access line for them.
+    let probe = matches!(req.uri().path(), "/livez" | "/readyz" | "/healthz");
+    // A `Uri` clone shares its bytes: nothing is copied per request.
+    let uri = (!probe && s.gateway.access_log.enabled).then(|| req.uri().clone());
+    req.extensions_mut().insert(ctx.clone());
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(REQUEST_ID, ctx.header.clone());
+    let status = resp.status().as_u16();
+    if let Some(uri) = uri {
+        if s.gateway.access_log.wants(status) && ctx.claim_log() {
+            access::emit(
+                &ctx,
+                &access::Line {
+                    status,
+                    latency: ctx.started.elapsed(),
+                    path: Some(uri.path()),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+    resp
 }
 
 async fn chat(State(s): State<AppState>, req: Request) -> Response {
@@ -66,7 +106,15 @@ async fn inference(s: AppState, endpoint: Endpoint, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return render_body_error(protocol, &e),
     };
-    match s.gateway.call(endpoint, key, &parts.headers, body).await {
+    let ctx = match parts.extensions.get::<Arc<RequestCtx>>() {
+        Some(c) => c.clone(),
+        None => Arc::new(RequestCtx::new(parts.headers.get(REQUEST_ID))),
+    };
+    match s
+        .gateway
+        .call(endpoint, key, &parts.headers, body, &ctx)
+        .await
+    {
         Ok(reply) => reply_response(reply),
         Err(e) => render_gateway_error(protocol, e),
     }
@@ -136,8 +184,14 @@ async fn readyz(State(s): State<AppState>) -> Response {
     match s.lifecycle.readiness() {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(why) => {
-            let body =
+            let mut body =
                 json!({"status": "not_ready", "reason": why.label(), "message": why.message()});
+            if why == crate::lifecycle::NotReady::Store {
+                body["dependency"] = json!("store");
+                if let Some(e) = s.lifecycle.store_error() {
+                    body["error"] = json!(e.as_str());
+                }
+            }
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
@@ -147,6 +201,22 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn healthz(State(s): State<AppState>) -> Response {
     let snap = s.config.snapshot();
     let config = json!({ "revision": snap.current_revision(), "loaded_at": crate::config::reload::timestamp(snap.loaded_at) });
+    // Not reached since start: the retry task's last error says why (a
+    // ping would only time out in the pool).
+    if !s.lifecycle.is_store_reached() {
+        let error = s
+            .lifecycle
+            .store_error()
+            .map_or_else(|| "not reached yet".to_string(), |e| e.as_str().to_string());
+        let body = json!({
+            "status": "unavailable",
+            "failing": ["database"],
+            "database": {"status": "error", "backend": s.store.backend(), "error": error},
+            "state": s.breakers.state().health().await,
+            "config": config,
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     let db = tokio::time::timeout(Duration::from_secs(2), s.store.ping()).await;
     let database = match &db {
         Ok(Ok(())) => json!({"status": "ok", "backend": s.store.backend()}),

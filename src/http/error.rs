@@ -56,6 +56,14 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        // Down, not broken: a 503 the caller may retry (the log has it).
+        if e.is_unreachable() {
+            tracing::warn!(error = %e, "control plane request: runtime database unreachable");
+            return ApiError::Unavailable(
+                "the runtime database is unreachable; try again shortly (/readyz and /healthz name the cause)"
+                    .into(),
+            );
+        }
         ApiError::Internal(e.to_string())
     }
 }
@@ -92,6 +100,10 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response {
     resp
 }
 
+/// `retry-after` while the key table is not loaded (the store is retried
+/// at least this often once its backoff is at its longest).
+const NOT_READY_RETRY_MS: u64 = 5_000;
+
 /// A gateway error in the caller's protocol. Upstream errors keep their
 /// status and message; relay's own errors say what to do next.
 pub fn render_gateway_error(client: Protocol, err: GatewayError) -> Response {
@@ -126,6 +138,7 @@ pub fn render_gateway_error(client: Protocol, err: GatewayError) -> Response {
         | GatewayError::BudgetExceeded { retry_after_ms, .. } => Some(*retry_after_ms),
         GatewayError::NoHealthyKeys { retry_after_ms, .. } => *retry_after_ms,
         GatewayError::Auth(a) => a.retry_after_s().map(|s| s * 1000),
+        GatewayError::NotReady => Some(NOT_READY_RETRY_MS),
         _ => None,
     };
     if let Some(ms) = wait_ms {

@@ -49,7 +49,7 @@ impl StateBackend {
     pub async fn open(url: Option<&str>) -> Result<StateBackend, StateError> {
         match url {
             None => Ok(StateBackend::Memory(Arc::new(MemoryState::default()))),
-            Some(u) => Ok(StateBackend::Redis(Arc::new(RedisState::connect(u).await?))),
+            Some(u) => Ok(StateBackend::Redis(RedisState::open(u).await?)),
         }
     }
 

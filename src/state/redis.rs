@@ -4,6 +4,7 @@
 //! call succeeds again (tried at most once a second while down).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -118,41 +119,92 @@ const DEADLINE: Duration = Duration::from_millis(250);
 const RETRY_EVERY_MS: i64 = 1000;
 
 pub struct RedisState {
-    conn: ConnectionManager,
+    /// Set once the first connection succeeded (at start, or later when
+    /// Redis was down at start); the manager reconnects by itself after.
+    conn: OnceLock<ConnectionManager>,
+    client: redis::Client,
     target: String,
     fallback: MemoryState,
     down: AtomicBool,
     last_try_ms: AtomicI64,
+    /// Why the first connection failed, while it has not succeeded.
+    connect_error: std::sync::Mutex<Option<String>>,
 }
 
+/// First reconnect after this long when Redis was down at start; doubled
+/// after each failure up to `CONNECT_RETRY_MAX`.
+const CONNECT_RETRY_FIRST: Duration = Duration::from_millis(500);
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(10);
+
 impl RedisState {
-    pub async fn connect(url: &str) -> Result<RedisState, StateError> {
-        let target = redact_url(url);
+    /// Connects now; when Redis is down relay still starts, on in-process
+    /// state, and a background task keeps connecting with backoff.
+    pub async fn open(url: &str) -> Result<Arc<RedisState>, StateError> {
         let client = redis::Client::open(url).map_err(|e| StateError::Url(e.to_string()))?;
+        let state = Arc::new(RedisState {
+            conn: OnceLock::new(),
+            client,
+            target: redact_url(url),
+            fallback: MemoryState::default(),
+            down: AtomicBool::new(false),
+            last_try_ms: AtomicI64::new(0),
+            connect_error: std::sync::Mutex::new(None),
+        });
+        if let Err(e) = state.try_connect().await {
+            tracing::error!(
+                error = %e,
+                "Redis is unreachable at start; serving on in-process state (breakers and limits are per replica) \
+                 and connecting in the background"
+            );
+            state.down.store(true, Ordering::Relaxed);
+            state.set_connect_error(Some(e.to_string()));
+            let s = state.clone();
+            tokio::spawn(async move {
+                let mut wait = CONNECT_RETRY_FIRST;
+                loop {
+                    tokio::time::sleep(wait).await;
+                    match s.try_connect().await {
+                        Ok(()) => {
+                            s.set_connect_error(None);
+                            s.down.store(false, Ordering::Relaxed);
+                            tracing::info!(target = %s.target, "Redis is reachable; shared state resumed");
+                            return;
+                        }
+                        Err(e) => s.set_connect_error(Some(e.to_string())),
+                    }
+                    wait = (wait * 2).min(CONNECT_RETRY_MAX);
+                }
+            });
+        }
+        Ok(state)
+    }
+
+    fn set_connect_error(&self, e: Option<String>) {
+        if let Ok(mut g) = self.connect_error.lock() {
+            *g = e;
+        }
+    }
+
+    async fn try_connect(&self) -> Result<(), StateError> {
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(DEADLINE)
             .set_number_of_retries(1);
         let conn = tokio::time::timeout(
             Duration::from_secs(3),
-            ConnectionManager::new_with_config(client, cfg),
+            ConnectionManager::new_with_config(self.client.clone(), cfg),
         )
         .await
         .map_err(|_| StateError::Connect {
-            target: target.clone(),
+            target: self.target.clone(),
             err: "timed out".into(),
         })?
         .map_err(|e| StateError::Connect {
-            target: target.clone(),
+            target: self.target.clone(),
             err: e.to_string(),
         })?;
-        Ok(RedisState {
-            conn,
-            target,
-            fallback: MemoryState::default(),
-            down: AtomicBool::new(false),
-            last_try_ms: AtomicI64::new(0),
-        })
+        let _ = self.conn.set(conn);
+        Ok(())
     }
 
     /// Runs `op` against Redis unless it is known down (and not due for a
@@ -162,6 +214,7 @@ impl RedisState {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        let conn = self.conn.get()?;
         let now = now_ms();
         if self.down.load(Ordering::Relaxed)
             && now - self.last_try_ms.load(Ordering::Relaxed) < RETRY_EVERY_MS
@@ -169,7 +222,7 @@ impl RedisState {
             return None;
         }
         self.last_try_ms.store(now, Ordering::Relaxed);
-        match tokio::time::timeout(DEADLINE, op(self.conn.clone())).await {
+        match tokio::time::timeout(DEADLINE, op(conn.clone())).await {
             Ok(Ok(v)) => {
                 if self.down.swap(false, Ordering::Relaxed) {
                     tracing::info!(target = %self.target, "Redis is reachable again; shared state resumed");
@@ -450,14 +503,22 @@ impl RedisState {
                 status: "ok",
                 detail: None,
             },
-            None => StateHealth {
-                backend: "redis",
-                status: "degraded",
-                detail: Some(format!(
-                    "Redis at {} is unreachable; serving on in-process state",
-                    self.target
-                )),
-            },
+            None => {
+                let cause = self
+                    .connect_error
+                    .lock()
+                    .ok()
+                    .and_then(|g| g.clone())
+                    .map_or_else(String::new, |e| format!(" ({e})"));
+                StateHealth {
+                    backend: "redis",
+                    status: "degraded",
+                    detail: Some(format!(
+                        "Redis at {} is unreachable{cause}; serving on in-process state",
+                        self.target
+                    )),
+                }
+            }
         }
     }
 }

@@ -50,6 +50,27 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The database could not be reached (refused, reset, timed out): worth
+    /// retrying, and a 503 rather than a 500 for whoever asked.
+    pub fn is_unreachable(&self) -> bool {
+        fn transient(e: &sqlx::Error) -> bool {
+            matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            )
+        }
+        match self {
+            StoreError::Connect { .. } => true,
+            StoreError::Query(e) => transient(e),
+            StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => transient(e),
+            _ => false,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             StoreError::Connect { .. } => "connect",
@@ -92,7 +113,55 @@ impl Store {
         Ok(store)
     }
 
-    async fn connect_postgres(url: &str) -> Result<Store, StoreError> {
+    /// Like `open`, but for PostgreSQL the pool connects on first use and
+    /// nothing is migrated yet: `relay serve` starts while the database is
+    /// down and calls [`Store::reach`] and [`Store::migrate`] until they
+    /// succeed. SQLite (a local file) is opened now.
+    pub async fn open_lazy(
+        database_url: Option<&str>,
+        data_dir: &Path,
+    ) -> Result<Store, StoreError> {
+        match database_url {
+            Some(url) => {
+                let (opts, _) = Self::postgres_options(url)?;
+                Ok(Store::Postgres(Self::pg_pool().connect_lazy_with(opts)))
+            }
+            None => Store::open_sqlite(data_dir).await,
+        }
+    }
+
+    /// One fresh connection, opened and closed, so that an unreachable
+    /// database is reported with its own cause ("connection refused")
+    /// rather than the pool's "timed out".
+    pub async fn reach(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(p) => {
+                sqlx::query("SELECT 1").execute(p).await?;
+            }
+            Store::Postgres(p) => {
+                use sqlx::{ConnectOptions, Connection};
+                let opts = p.connect_options();
+                let target = format!(
+                    "postgres://{}@{}:{}/{}",
+                    opts.get_username(),
+                    opts.get_host(),
+                    opts.get_port(),
+                    opts.get_database().unwrap_or_default()
+                );
+                let conn = tokio::time::timeout(Duration::from_secs(5), opts.connect())
+                    .await
+                    .map_err(|_| StoreError::Connect {
+                        target: target.clone(),
+                        err: sqlx::Error::PoolTimedOut,
+                    })?
+                    .map_err(|err| StoreError::Connect { target, err })?;
+                let _ = conn.close().await;
+            }
+        }
+        Ok(())
+    }
+
+    fn postgres_options(url: &str) -> Result<(PgConnectOptions, String), StoreError> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(StoreError::UnsupportedUrl);
         }
@@ -101,9 +170,18 @@ impl Store {
             target: target.clone(),
             err,
         })?;
-        let pool = PgPoolOptions::new()
+        Ok((opts, target))
+    }
+
+    fn pg_pool() -> PgPoolOptions {
+        PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
+    }
+
+    async fn connect_postgres(url: &str) -> Result<Store, StoreError> {
+        let (opts, target) = Self::postgres_options(url)?;
+        let pool = Self::pg_pool()
             .connect_with(opts)
             .await
             .map_err(|err| StoreError::Connect { target, err })?;

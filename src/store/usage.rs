@@ -33,6 +33,9 @@ pub struct UsageRow {
     /// the client went away and no usage arrived within the grace read.
     #[serde(default)]
     pub estimated: bool,
+    /// The client's own `x-request-id`, when it sent a valid one (not
+    /// unique); `request_id` is relay's.
+    pub client_request_id: Option<String>,
 }
 
 /// The number of calls a usage row stands for; 1 unless merged.
@@ -219,9 +222,10 @@ pub struct UsagePoint {
 
 const COLUMNS: &str =
     "at, request_id, key_id, model, binding, host, status, latency_ms, input_tokens, \
-                       output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, streamed, reason, calls, estimated";
+                       output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, streamed, \
+                       reason, calls, estimated, client_request_id";
 
-/// Most rows one usage INSERT carries (17 parameters each, well inside
+/// Most rows one usage INSERT carries (18 parameters each, well inside
 /// SQLite's and PostgreSQL's limits).
 const INSERT_CHUNK: usize = 128;
 
@@ -268,7 +272,8 @@ impl Store {
                         .push_bind(r.streamed)
                         .push_bind(&r.reason)
                         .push_bind(r.calls.0.max(1))
-                        .push_bind(r.estimated);
+                        .push_bind(r.estimated)
+                        .push_bind(&r.client_request_id);
                 });
                 qb.build().execute(&mut *tx).await?;
             }

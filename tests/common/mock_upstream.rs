@@ -365,6 +365,7 @@ impl Connected<IncomingStream<'_, KillableListener>> for Conn {
 /// | `slow:<ms>` | wait `<ms>` ms, then the normal answer | same |
 /// | `reset` | connection closed before any response byte | same |
 /// | `break-stream` | 200, first 2 events (non-stream: first half of the JSON), then the connection is cut | same |
+/// | `stall-stream:<ms>` | the normal answer, but an SSE stream pauses `<ms>` ms after its first 2 events (a long generation) | same |
 /// | `usage-late:<ms>` | 200 SSE: every event but the last two (the usage chunk and `[DONE]`) at once, then a `<ms>` pause, then those two (non-stream: normal) | same; the last two are `message_delta` (final usage) and `message_stop` |
 /// | `stream-error` | 200 SSE: first event, then `data: {"error":…}`, end (non-stream: 200 JSON `{"error":…}`) | 200 SSE: first event, then `event: error` `overloaded_error`, end (non-stream: 200 JSON error) |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -377,6 +378,8 @@ enum Fault {
     Reset,
     BreakStream,
     StreamError,
+    /// A stream that pauses this many ms after its first two events.
+    StallStream(u64),
     /// Stream: the last two events (the final usage and the end) after a pause.
     UsageLate(u64),
     /// An error with this status whose message echoes the credential.
@@ -427,7 +430,10 @@ impl Fault {
             }
             _ => match spec.strip_prefix("echo-key-") {
                 Some(code) => Fault::EchoKey(code.parse().ok().filter(|c| (400..600).contains(c))?),
-                None => Fault::Slow(spec.strip_prefix("slow:")?.parse().ok()?),
+                None => match spec.strip_prefix("stall-stream:") {
+                    Some(ms) => Fault::StallStream(ms.parse().ok()?),
+                    None => Fault::Slow(spec.strip_prefix("slow:")?.parse().ok()?),
+                },
             },
         })
     }
@@ -681,7 +687,7 @@ async fn early_fault(
             }
         }
         Fault::Reset => Some(conn.kill()),
-        Fault::BreakStream | Fault::StreamError | Fault::UsageLate(_) => None,
+        Fault::BreakStream | Fault::StreamError | Fault::StallStream(_) | Fault::UsageLate(_) => None,
     }
 }
 
@@ -727,6 +733,16 @@ fn render(output: Output, fault: Option<Fault>, proto: Proto) -> Response {
                 ),
             });
             sse_response(stream::iter(events.into_iter().map(Ok)))
+        }
+        (Output::Sse(mut events), Some(Fault::StallStream(ms))) => {
+            let rest = events.split_off(events.len().min(2));
+            let pause = stream::once(tokio::time::sleep(Duration::from_millis(ms)))
+                .filter_map(|()| async { None::<Result<Bytes, io::Error>> });
+            sse_response(
+                stream::iter(events.into_iter().map(Ok))
+                    .chain(pause)
+                    .chain(stream::iter(rest.into_iter().map(Ok))),
+            )
         }
         (Output::Sse(mut events), Some(Fault::UsageLate(ms))) => {
             let tail = events.split_off(events.len().saturating_sub(2));

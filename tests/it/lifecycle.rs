@@ -280,3 +280,266 @@ fn migrate_reports_status_and_dry_run_without_changing_anything() {
     );
     assert!(migrate(&["--dry-run"]).contains("nothing to apply"));
 }
+
+/// A port nothing listens on yet (connections are refused) until `open`
+/// starts forwarding it to `target`: a dependency that is down at start
+/// and comes up later.
+struct LateProxy {
+    port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LateProxy {
+    fn closed() -> LateProxy {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        LateProxy { port, task: None }
+    }
+
+    async fn open(&mut self, target: String) {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_reuseaddr(true).unwrap();
+        sock.bind(format!("127.0.0.1:{}", self.port).parse().unwrap())
+            .unwrap();
+        let listener = sock.listen(64).unwrap();
+        self.task = Some(tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        }));
+    }
+}
+
+impl Drop for LateProxy {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// `host:port` of a `scheme://[user@]host:port/…` URL.
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").unwrap().1;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_while_postgres_is_down_and_turns_ready_when_it_appears() {
+    let db = crate::support::PgDatabase::create();
+    let real = db.url.clone();
+    let mut proxy = LateProxy::closed();
+    // Trust authentication ignores the password; it must never be shown.
+    let name = real.rsplit('/').next().unwrap();
+    let via_proxy = format!(
+        "postgres://postgres:s3cret-pw@127.0.0.1:{}/{name}",
+        proxy.port
+    );
+    // The key is minted (and the schema created) before relay starts.
+    let s = Stack::start_with(Db::Postgres(db), |b| {
+        b.env("RELAY_DATABASE_URL", &via_proxy)
+    })
+    .await;
+
+    assert_eq!(status(s.relay.data("/livez")).await, 200);
+    let r = reqwest::get(s.relay.data("/readyz")).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["reason"], "store_unreached", "{body}");
+    assert_eq!(body["dependency"], "store", "{body}");
+    let error = body["error"].as_str().unwrap_or_default().to_lowercase();
+    assert!(error.contains("connection refused"), "{body}");
+    assert!(
+        error.contains(&format!("127.0.0.1:{}", proxy.port)),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("s3cret-pw"), "{body}");
+    let h = reqwest::get(s.relay.data("/healthz")).await.unwrap();
+    assert_eq!(h.status(), 503);
+    let h: Value = h.json().await.unwrap();
+    assert!(
+        h["database"]["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("refused"),
+        "{h}"
+    );
+
+    // Inference: 503 with retry-after in the caller's protocol, never a 401.
+    let r = s
+        .post("/v1/chat/completions", Some(&s.key), chat("hi"))
+        .await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "not_ready", "{v}");
+    let r = s
+        .post(
+            "/v1/messages",
+            Some(&s.key),
+            json!({"model": "claude-test", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    // Control-plane reads that need the store: 503, not 500.
+    let r = s
+        .relay
+        .http
+        .get(s.relay.control("/api/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+
+    proxy.open(host_port(&real)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while status(s.relay.data("/readyz")).await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "never turned ready:\n{}",
+            s.relay.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = s
+        .post("/v1/chat/completions", Some(&s.key), chat("hi"))
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_while_redis_is_down_on_local_state_and_connects_later() {
+    let mut proxy = LateProxy::closed();
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let s = Stack::start_with(Db::Sqlite, |b| b.env("RELAY_STATE_URL", &url)).await;
+    let health = || async {
+        reqwest::get(s.relay.data("/healthz"))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(status(s.relay.data("/readyz")).await, 200);
+    let h = health().await;
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["state"]["status"], "degraded", "{h}");
+    assert!(
+        h["state"]["detail"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("refused"),
+        "{h}"
+    );
+    let r = s
+        .post("/v1/chat/completions", Some(&s.key), chat("hi"))
+        .await;
+    assert_eq!(r.status(), 200);
+
+    let target = crate::failover::redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_string();
+    proxy.open(target).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let h = health().await;
+        if h["state"]["status"] == "ok" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reconnected: {h}\n{}",
+            s.relay.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.relay.wait_log("Redis is reachable; shared state resumed");
+    let r = s
+        .post("/v1/chat/completions", Some(&s.key), chat("hi"))
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_the_shutdown_deadline_end_with_an_error_event_and_are_recorded() {
+    let mut s = Stack::start_with(Db::Sqlite, |b| {
+        b.env("RELAY_DRAIN_DELAY", "0s")
+            .env("RELAY_SHUTDOWN_TIMEOUT", "700ms")
+    })
+    .await;
+    let mut openai = chat("[[fault:stall-stream:30000]] a long generation");
+    openai["stream"] = json!(true);
+    let anthropic = json!({
+        "model": "claude-test", "max_tokens": 50, "stream": true,
+        "messages": [{"role": "user", "content": "[[fault:stall-stream:30000]] a long generation"}]
+    });
+    let mut streams = Vec::new();
+    for (path, body) in [
+        ("/v1/chat/completions", openai),
+        ("/v1/messages", anthropic),
+    ] {
+        let r = s
+            .relay
+            .http
+            .post(s.relay.data(path))
+            .bearer_auth(&s.key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        streams.push(tokio::spawn(async move { r.text().await.unwrap() }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.relay.signal("TERM");
+    let openai = tokio::time::timeout(Duration::from_secs(5), streams.remove(0))
+        .await
+        .expect("the OpenAI stream was not ended")
+        .unwrap();
+    let anthropic = tokio::time::timeout(Duration::from_secs(5), streams.remove(0))
+        .await
+        .expect("the Anthropic stream was not ended")
+        .unwrap();
+    assert!(!openai.contains("[DONE]"), "{openai}");
+    let last = openai.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(
+        last.starts_with("data: {\"error\"") && last.contains("shutting down"),
+        "{openai}"
+    );
+    let events = crate::support::sse_events(&anthropic);
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("error"),
+        "{anthropic}"
+    );
+    assert!(!events.iter().any(|e| e == "message_stop"), "{anthropic}");
+    wait_exit(&mut s.relay, Duration::from_secs(5));
+
+    // Both were written to the store before relay exited.
+    let store = relay::store::Store::open(None, &s.cfg.data_dir())
+        .await
+        .unwrap();
+    let (totals, records) = store
+        .usage_report(&relay::store::UsageQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(totals.requests, 2, "{records:?}\n{}", s.relay.logs());
+    assert!(
+        records.iter().all(|r| r.status == 503 && r.streamed),
+        "{records:?}"
+    );
+}

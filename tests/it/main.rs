@@ -23,6 +23,7 @@ mod money;
 mod plan;
 mod proxy;
 mod reload;
+mod request_id;
 mod retention;
 mod schemas;
 mod schemathesis;
