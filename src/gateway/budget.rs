@@ -125,23 +125,28 @@ pub struct Budgets {
 }
 
 impl Budgets {
+    /// What the usage records say `key_id` spent in the period starting at
+    /// `start` (spend counted for an earlier period says nothing about this
+    /// one).
+    fn spent(&self, key_id: &str, period: BudgetPeriod, start: i64) -> f64 {
+        let table = self.table.load();
+        if table.periods.of(period).0 != start {
+            return 0.0;
+        }
+        table.by_key.get(key_id).map_or(0.0, |s| match period {
+            BudgetPeriod::Day => s.day,
+            BudgetPeriod::Week => s.week,
+            BudgetPeriod::Month => s.month,
+        })
+    }
+
     /// Refuses a key whose policy's budget for the current period is spent.
     pub fn check(&self, policy: &Policy, key_id: &str, now_ms: i64) -> Result<(), GatewayError> {
         let Some(b) = policy.budget else {
             return Ok(());
         };
         let (start, end) = Periods::at(now_ms).of(b.period);
-        let table = self.table.load();
-        // Spend counted for an earlier period says nothing about this one.
-        let spent = if table.periods.of(b.period).0 == start {
-            table.by_key.get(key_id).map_or(0.0, |s| match b.period {
-                BudgetPeriod::Day => s.day,
-                BudgetPeriod::Week => s.week,
-                BudgetPeriod::Month => s.month,
-            })
-        } else {
-            0.0
-        };
+        let spent = self.spent(key_id, b.period, start);
         if spent < b.usd {
             return Ok(());
         }
@@ -171,23 +176,14 @@ impl Budgets {
         };
         self.check(policy, key_id, now_ms)?;
         let (start, end) = Periods::at(now_ms).of(b.period);
-        let table = self.table.load();
-        let spent = if table.periods.of(b.period).0 == start {
-            table.by_key.get(key_id).map_or(0.0, |s| match b.period {
-                BudgetPeriod::Day => s.day,
-                BudgetPeriod::Week => s.week,
-                BudgetPeriod::Month => s.month,
-            })
-        } else {
-            0.0
-        };
+        let spent = self.spent(key_id, b.period, start);
         let remaining = nano(b.usd - spent);
         match state
             .budget_reserve(
                 key_id,
                 remaining,
                 nano(estimate_usd).max(0),
-                table.read_at_ms,
+                self.table.load().read_at_ms,
             )
             .await
         {
